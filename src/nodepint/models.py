@@ -1,0 +1,99 @@
+"""The model: encoder, neural vector field (the processor) and decoder, as Equinox modules."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from nodepint.config import ModelConfig
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "softplus": jax.nn.softplus,
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "swish": jax.nn.swish,
+}
+
+
+class VectorField(eqx.Module):
+    """dz/dt = f_theta(z, t): an MLP, optionally fed the time as an extra input."""
+
+    mlp: eqx.nn.MLP
+    time_dependent: bool = eqx.field(static=True)
+
+    def __call__(self, t, z: Float[Array, " state"]) -> Float[Array, " state"]:
+        inputs = jnp.concatenate([z, jnp.reshape(t, (1,))]) if self.time_dependent else z
+        return self.mlp(inputs)
+
+
+def field_function(t, z, field: VectorField):
+    """The processor in diffrax's f(t, y, args) form, with the module passed as `args`."""
+    return field(t, z)
+
+
+class Encoder(eqx.Module):
+    """Map an input to the initial state: identity, linear or MLP, then zero augmentation."""
+
+    layer: eqx.Module | None
+    augment: int = eqx.field(static=True)
+
+    def __call__(self, x: Float[Array, " features"]) -> Float[Array, " state"]:
+        z = x if self.layer is None else self.layer(x)
+        return jnp.concatenate([z, jnp.zeros(self.augment, dtype=z.dtype)])
+
+
+class Decoder(eqx.Module):
+    """Map a state to an output: the first `outputs` coordinates, or a linear readout."""
+
+    layer: eqx.nn.Linear | None
+    outputs: int = eqx.field(static=True)
+
+    def __call__(self, z: Float[Array, " state"]) -> Float[Array, " outputs"]:
+        return z[: self.outputs] if self.layer is None else self.layer(z)
+
+
+class NeuralODE(eqx.Module):
+    encoder: Encoder
+    field: VectorField
+    decoder: Decoder
+
+
+def build_model(
+    cfg: ModelConfig, input_size: int, output_size: int, key: PRNGKeyArray, dtype
+) -> NeuralODE:
+    """Build the encoder, vector field and decoder for a problem's input and output sizes."""
+    enc_key, field_key, dec_key = jr.split(key, 3)
+
+    # -- encoder
+    if cfg.encoder == "identity":
+        enc_layer, encoded = None, input_size
+    elif cfg.encoder == "linear":
+        enc_layer, encoded = eqx.nn.Linear(input_size, cfg.latent_size, key=enc_key), cfg.latent_size
+    else:
+        enc_layer = eqx.nn.MLP(input_size, cfg.latent_size, cfg.width, 1,
+                               activation=ACTIVATIONS[cfg.activation], key=enc_key)
+        encoded = cfg.latent_size
+    state_size = encoded + cfg.augment
+
+    # -- vector field; its last layer starts small so that the untrained flow stays near
+    # the identity map and the first PinT solves converge quickly.
+    mlp = eqx.nn.MLP(
+        state_size + int(cfg.time_dependent), state_size, cfg.width, cfg.depth,
+        activation=ACTIVATIONS[cfg.activation], key=field_key,
+    )
+    last = mlp.layers[-1]
+    mlp = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp,
+                      (last.weight * cfg.final_layer_scale, last.bias * cfg.final_layer_scale))
+
+    # -- decoder: identity problems read the observed coordinates back; others a linear map.
+    if cfg.encoder == "identity":
+        decoder = Decoder(None, output_size)
+    else:
+        decoder = Decoder(eqx.nn.Linear(state_size, output_size, key=dec_key), output_size)
+
+    model = NeuralODE(Encoder(enc_layer, cfg.augment), VectorField(mlp, cfg.time_dependent), decoder)
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)

@@ -1,0 +1,178 @@
+"""Level 1: the PinT iteration over the shooting states U_0 ... U_N of one trajectory.
+
+Each iteration evaluates the fine propagator on every chunk at once (vmapped over chunks),
+then applies the method's correction along the chunks:
+
+    jacobi     U_{n+1} <- F_n(U_n)
+    parareal   U_{n+1} <- G_n(U'_n) + F_n(U_n) - G_n(U_n)
+    newton     U_{n+1} <- F_n(U_n) + A_n (U'_n - U_n),   A_n = W_n V_n^T  (see bases.py)
+
+where U' is the new iterate. Iteration k makes the first k chunks exact whatever the
+correction, because a chunk whose start state no longer changes receives F_n of an exact
+state. So every method reaches the sequential fine solution after at most N iterations,
+and the loop stops there even when the update test has not yet passed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+
+from nodepint.integrators import Propagator, VectorField
+from nodepint.pint.bases import jacobian_factors
+from nodepint.pint.scans import SCANS
+
+
+class PintSettings(eqx.Module):
+    """Static choices of a PinT solve (hashable, so they can close over a jitted function)."""
+
+    method: str = eqx.field(static=True)
+    basis: str = eqx.field(static=True)
+    chunks: int = eqx.field(static=True)
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    max_iters: int = eqx.field(static=True)
+    scan: str = eqx.field(static=True)
+
+
+class PintSolution(NamedTuple):
+    states: Float[Array, "chunks+1 state"]
+    iterations: Int[Array, ""]
+    # Update norm of each iteration (the stopping test passes at <= 1); NaN after the last.
+    residuals: Float[Array, " max_iters"]
+    converged: Bool[Array, ""]
+
+
+def _update_norm(new, old, rtol, atol):
+    """Largest over chunks of the weighted RMS norm of the update, as ODE solvers measure error."""
+    scale = atol + rtol * jnp.maximum(jnp.abs(new), jnp.abs(old))
+    return jnp.max(jnp.sqrt(jnp.mean(((new - old) / scale) ** 2, axis=-1)))
+
+
+def _coarse_sweep(coarse, field, y0, tau, args):
+    def step(y, t):
+        y_next = coarse(field, y, t[0], t[1], args)
+        return y_next, y_next
+
+    _, ys = jax.lax.scan(step, y0, jnp.stack([tau[:-1], tau[1:]], axis=1))
+    return jnp.concatenate([y0[None], ys])
+
+
+def sequential_states(fine: Propagator, field, y0, tau, args) -> Float[Array, "chunks+1 state"]:
+    """The reference: U_{n+1} = F_n(U_n), one chunk after the other."""
+    return _coarse_sweep(fine, field, y0, tau, args)
+
+
+def _correct(settings, fine, coarse, field, states, y0, tau, args, key):
+    """One PinT iteration: fine solves on every chunk in parallel, then the correction."""
+    # -- fine propagation of every chunk from its current start state, in parallel
+    fine_all = jax.vmap(fine, in_axes=(None, 0, 0, 0, None))
+    fine_ends = fine_all(field, states[:-1], tau[:-1], tau[1:], args)
+
+    if settings.method == "jacobi":
+        return jnp.concatenate([y0[None], fine_ends])
+
+    if settings.method == "parareal":
+        coarse_all = jax.vmap(coarse, in_axes=(None, 0, 0, 0, None))
+        jump = fine_ends - coarse_all(field, states[:-1], tau[:-1], tau[1:], args)
+
+        def step(y, inputs):
+            t_start, t_end, jump_n = inputs
+            y_next = coarse(field, y, t_start, t_end, args) + jump_n
+            return y_next, y_next
+
+        _, ys = jax.lax.scan(step, y0, (tau[:-1], tau[1:], jump))
+        return jnp.concatenate([y0[None], ys])
+
+    # -- newton: the affine recurrence for the update e_n = U'_n - U_n
+    # The Jacobian approximation carries no derivative (jvp stops it): at convergence it
+    # multiplies an update of zero, so the fixed point and its derivative do not depend on it.
+    w, v = jacobian_factors(settings.basis, fine, field, states, tau, args, key)
+    b = fine_ends - states[1:]
+    e0 = y0 - states[0]
+    updates = SCANS[settings.scan](w, v, b, e0)
+    return states + updates
+
+
+def pint_solve(
+    settings: PintSettings,
+    fine: Propagator,
+    coarse: Propagator,
+    field: VectorField,
+    y0: Float[Array, " state"],
+    tau: Float[Array, " chunks+1"],
+    args: PyTree,
+    key: PRNGKeyArray,
+    guess: Float[Array, "chunks+1 state"] | None = None,
+) -> PintSolution:
+    """Solve for the shooting states of one trajectory.
+
+    Args:
+        settings: method, basis, tolerances and iteration limit.
+        fine, coarse: the chunk propagators.
+        field: vector field f(t, y, args).
+        y0: initial state.
+        tau: chunk boundaries.
+        args: passed to `field` (the model's parameters); derivatives flow through it.
+        key: random key for the random bases; iteration k uses fold_in(key, k).
+        guess: initial shooting states (a warm start); None means a coarse sweep.
+
+    Returns:
+        The shooting states, iteration count, residual history and convergence flag.
+        Reverse-mode differentiation unrolls the iterations (checkpointed loop).
+    """
+    residuals0 = jnp.full((settings.max_iters,), jnp.nan, dtype=y0.dtype)
+    if settings.method == "sequential":
+        states = sequential_states(fine, field, y0, tau, args)
+        return PintSolution(states, jnp.array(1), residuals0.at[0].set(0.0), jnp.array(True))
+
+    if guess is None:
+        guess = _coarse_sweep(coarse, field, y0, tau, args)
+        # An unstable coarse propagator can overflow; the iteration still converges from the
+        # constant guess U_n = y0, so use that where the sweep did not stay finite.
+        guess = jnp.where(jnp.isfinite(guess), guess, y0)
+    guess = guess.at[0].set(y0)
+
+    def cond(carry):
+        k, _, _, done = carry
+        return (k < settings.max_iters) & ~done
+
+    def body(carry):
+        k, states, residuals, _ = carry
+        new = _correct(settings, fine, coarse, field, states, y0, tau, args, jr.fold_in(key, k))
+        norm = _update_norm(new, states, settings.rtol, settings.atol)
+        k = k + 1
+        done = (norm <= 1.0) | (k >= settings.chunks)
+        return k, new, residuals.at[k - 1].set(norm), done
+
+    init = (jnp.array(0), guess, residuals0, jnp.array(False))
+    k, states, residuals, done = eqx.internal.while_loop(
+        cond, body, init, max_steps=settings.max_iters, kind="checkpointed"
+    )
+    return PintSolution(states, k, residuals, done)
+
+
+def observe(
+    fine: Propagator,
+    field: VectorField,
+    states: Float[Array, "chunks+1 state"],
+    tau: Float[Array, " chunks+1"],
+    ts: Float[Array, " times"],
+    args: PyTree,
+) -> Float[Array, "times state"]:
+    """The trajectory at the observation times `ts`, from converged shooting states.
+
+    Every chunk is solved again from its start state (in parallel), saving at all `ts`
+    clipped into the chunk; each time then takes its value from the chunk that contains it.
+    """
+    chunks = states.shape[0] - 1
+    clipped = jnp.clip(ts[None, :], tau[:-1, None], tau[1:, None])
+    dense_all = jax.vmap(fine.dense, in_axes=(None, 0, 0, 0, None, 0))
+    values = dense_all(field, states[:-1], tau[:-1], tau[1:], args, clipped)
+    owner = jnp.clip(jnp.searchsorted(tau, ts, side="right") - 1, 0, chunks - 1)
+    return values[owner, jnp.arange(ts.shape[0])]

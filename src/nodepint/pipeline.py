@@ -1,0 +1,233 @@
+"""run(cfg) -> summary: build, train, evaluate. Pure except for the callbacks it is given.
+
+The stages take and return explicit states and keys. Everything that touches the outside
+world (console, files, W&B, figures, checkpoints) sits behind `Callbacks`, which the edge
+(`nodepint.report`) implements.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple, Protocol
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from nodepint.config import Config
+from nodepint.integrators import chunk_boundaries, make_propagators
+from nodepint.models import NeuralODE, build_model
+from nodepint.pint import PintSettings
+from nodepint.problems import Dataset, Problem, make_problem
+from nodepint.training import (
+    EpochRecord,
+    StepStats,
+    TimeSolver,
+    TrainState,
+    batches_per_epoch,
+    init_train_state,
+    make_optimizer,
+    make_steps,
+    train_epoch,
+)
+
+
+class Evaluation(NamedTuple):
+    """The trained model on the test set, beside the sequential solve of the same model."""
+
+    problem: str
+    task: str
+    output_names: tuple[str, ...]
+    ts: np.ndarray
+    dataset: Dataset
+    pint_outputs: np.ndarray
+    sequential_outputs: np.ndarray
+    stats: StepStats
+    # A dense time grid and the model's outputs on it, for the first test trajectories.
+    dense_ts: np.ndarray
+    dense_outputs: np.ndarray
+    model: NeuralODE
+
+
+class Callbacks(Protocol):
+    def on_build(self, info: dict[str, Any]) -> None: ...
+
+    def restore(self, template: TrainState) -> tuple[TrainState, list[EpochRecord]] | None: ...
+
+    def on_epoch(self, state: TrainState, record: EpochRecord, total_epochs: int) -> None: ...
+
+    def on_evaluate(self, evaluation: Evaluation, history: list[EpochRecord]) -> None: ...
+
+
+def solver_for(cfg: Config, ts: np.ndarray) -> TimeSolver:
+    """The PinT solver of the run, over the problem's time span."""
+    chunks = cfg.pint.chunks
+    settings = PintSettings(
+        method=cfg.pint.method, basis=cfg.pint.basis, chunks=chunks, rtol=cfg.pint.rtol,
+        atol=cfg.pint.atol, max_iters=cfg.pint.max_iters or chunks, scan=cfg.pint.scan,
+    )
+    fine, coarse = make_propagators(cfg.integrator, chunks)
+    tau = chunk_boundaries(cfg.problem.t0, cfg.problem.t1, chunks)
+    return TimeSolver(settings, fine, coarse, tau, jnp.asarray(ts))
+
+
+def relative_deviation(a: np.ndarray, b: np.ndarray) -> float:
+    """max over trajectories of max|a - b| / max|b|: PinT against the sequential solve."""
+    axes = tuple(range(1, a.ndim))
+    scale = np.maximum(np.max(np.abs(b), axis=axes), np.finfo(b.dtype).tiny)
+    return float(np.max(np.max(np.abs(a - b), axis=axes) / scale))
+
+
+def _timed(fn, *args):
+    """Run `fn` once to compile, then time a second call (seconds, blocking on the result)."""
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
+
+
+def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[str, Any]]:
+    """Problem, data, model and solver of a run, and a description of them for the log."""
+    jax.config.update("jax_enable_x64", cfg.precision == "float64")
+    dtype = jnp.float64 if cfg.precision == "float64" else jnp.float32
+    key = jr.PRNGKey(cfg.seed)
+    data_key, model_key = jr.split(key)
+    problem = make_problem(cfg.problem)
+    data = problem.make_data(data_key)
+    data = jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, data
+    )
+    model = build_model(cfg.model, problem.input_size, problem.output_size, model_key, dtype)
+    solver = solver_for(cfg, problem.observation_times())
+    info = {
+        "problem": problem.name,
+        "train": int(data.train.inputs.shape[0]),
+        "val": int(data.val.inputs.shape[0]),
+        "test": int(data.test.inputs.shape[0]),
+        "state_size": int(model.encoder(data.train.inputs[0]).shape[0]),
+        "pint": f"{cfg.pint.method}/{cfg.pint.basis}",
+        "chunks": cfg.pint.chunks,
+        "fine": f"{cfg.integrator.fine.solver} x{solver.fine.steps} per chunk"
+        + (" (adaptive)" if cfg.integrator.fine.adaptive else ""),
+        "coarse": f"{cfg.integrator.coarse.solver} x{solver.coarse.steps}",
+        "devices": len(jax.devices()),
+        "backend": jax.default_backend(),
+    }
+    return problem, data, model, solver, info
+
+
+def evaluate(problem, data, model, solver, steps, key) -> tuple[Evaluation, dict[str, float]]:
+    """Test-set metrics of `model`, with the PinT solve checked against the sequential one."""
+    test = data.test
+    (pint_outputs, stats), pint_seconds = _timed(
+        steps.evaluate, model, test.inputs, test.targets, test.mask, key
+    )
+    sequential = solver.with_method("sequential")
+    seq_eval = eqx.filter_jit(lambda m, x, k: sequential.predict_batch(m, x, k)[0])
+    seq_outputs, seq_seconds = _timed(seq_eval, model, test.inputs, key)
+
+    shown = min(3, test.inputs.shape[0])
+    dense_ts = np.linspace(float(solver.tau[0]), float(solver.tau[-1]), 201)
+    dense = eqx.tree_at(lambda s: s.ts, solver, jnp.asarray(dense_ts))
+    dense_outputs = eqx.filter_jit(lambda m, x, k: dense.predict_batch(m, x, k)[0])(
+        model, test.inputs[:shown], key
+    )
+    metrics = {
+        "test_loss": float(stats.loss),
+        "pint_solve_seconds": pint_seconds,
+        "sequential_solve_seconds": seq_seconds,
+        "max_relative_deviation": relative_deviation(np.asarray(pint_outputs),
+                                                     np.asarray(seq_outputs)),
+    }
+    if problem.task == "classification":
+        metrics["test_accuracy"] = float(stats.accuracy)
+    evaluation = Evaluation(
+        problem.name, problem.task, problem.output_names, np.asarray(solver.ts), data, np.asarray(pint_outputs),
+        np.asarray(seq_outputs), jax.tree_util.tree_map(np.asarray, stats), dense_ts,
+        np.asarray(dense_outputs), model,
+    )
+    return evaluation, metrics
+
+
+def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
+    """Build, train and evaluate; return the summary (without status, which the edge adds)."""
+    run_start = time.perf_counter()
+
+    # -- build
+    problem, data, model, solver, info = build(cfg)
+    batch_size, n_batches = batches_per_epoch(cfg.train, data.train.inputs.shape[0])
+    info.update(batch_size=batch_size, batches_per_epoch=n_batches)
+    callbacks.on_build(info)
+    optimizer = make_optimizer(cfg.optim, cfg.train.epochs * n_batches)
+    steps = make_steps(solver, optimizer, problem.task)
+    train_key, eval_key = jr.split(jr.fold_in(jr.PRNGKey(cfg.seed), 1))
+
+    _, untrained = steps.evaluate(model, data.test.inputs, data.test.targets, data.test.mask,
+                                  eval_key)
+    state = init_train_state(model, optimizer, steps, data.train)
+    history: list[EpochRecord] = []
+    restored = callbacks.restore(state) if cfg.train.resume else None
+    if restored is not None:
+        state, history = restored
+
+    # -- train
+    train_start = time.perf_counter()
+    for epoch in range(int(state.epoch), cfg.train.epochs):
+        state, record = train_epoch(state, steps, data.train, data.val, cfg.train,
+                                    cfg.pint.warm_start, jr.fold_in(train_key, epoch),
+                                    time.perf_counter)
+        history.append(record)
+        callbacks.on_epoch(state, record, cfg.train.epochs)
+    train_seconds = time.perf_counter() - train_start
+
+    # -- evaluate
+    final_model = state.best_model if cfg.train.keep_best else state.model
+    evaluation, test_metrics = evaluate(problem, data, final_model, solver, steps, eval_key)
+    callbacks.on_evaluate(evaluation, history)
+
+    # -- report
+    its = [r.iterations_mean for r in history]
+    eval_its = np.asarray(evaluation.stats.iterations)
+    metrics = {
+        "test_loss": test_metrics["test_loss"],
+        "untrained_test_loss": float(untrained.loss),
+        "final_train_loss": history[-1].train_loss if history else None,
+        "best_val_loss": float(state.best_val_loss) if history else None,
+    }
+    if problem.task == "classification":
+        metrics["test_accuracy"] = test_metrics["test_accuracy"]
+        metrics["untrained_test_accuracy"] = float(untrained.accuracy)
+    seq_time = test_metrics["sequential_solve_seconds"]
+    pint_time = test_metrics["pint_solve_seconds"]
+    return {
+        "problem": {"name": problem.name},
+        "pint": {
+            "name": cfg.pint.name,
+            "method": cfg.pint.method,
+            "basis": cfg.pint.basis,
+            "scan": cfg.pint.scan,
+            "chunks": cfg.pint.chunks,
+            "warm_start": cfg.pint.warm_start,
+            "iterations_mean": float(np.mean(its)) if its else float(eval_its.mean()),
+            "iterations_max": int(max([r.iterations_max for r in history] + [eval_its.max()])),
+            "test_iterations_mean": float(eval_its.mean()),
+            "nonconverged": int(sum(r.nonconverged for r in history)
+                                + np.sum(~np.asarray(evaluation.stats.converged))),
+            "max_relative_deviation": test_metrics["max_relative_deviation"],
+        },
+        "combo": {"name": cfg.combo.name, "train": cfg.combo.train, "control": cfg.combo.control},
+        "metrics": metrics,
+        "timing": {
+            "train_seconds": train_seconds,
+            "compile_count": steps.compile_count(),
+            "total_seconds": time.perf_counter() - run_start,
+            "pint_solve_seconds": pint_time,
+            "sequential_solve_seconds": seq_time,
+            "speedup_vs_sequential": seq_time / pint_time if pint_time > 0 else None,
+        },
+        "epochs_completed": int(state.epoch),
+        "devices": info["devices"],
+        "backend": info["backend"],
+    }

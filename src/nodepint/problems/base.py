@@ -1,0 +1,142 @@
+"""The Problem interface and the data containers shared by all problems."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from nodepint.config import ConfigError, ProblemConfig
+
+
+class Split(NamedTuple):
+    """One split of a data set. Regression targets are states at `ts`; labels are classes."""
+
+    inputs: Float[Array, "batch features"]
+    targets: Array  # "batch times outputs" (regression) or "batch" integer labels
+    # Which (trajectory, time) entries count in the loss; all ones unless a problem holds
+    # out single observation times (lynx_hare).
+    mask: Float[Array, "batch times"]
+
+
+class Dataset(NamedTuple):
+    train: Split
+    val: Split
+    test: Split
+    ts: Float[Array, " times"]
+    # Affine map from the model's normalised outputs back to data units: y = mean + std * y_n.
+    mean: Float[Array, " outputs"]
+    std: Float[Array, " outputs"]
+
+
+class Problem(abc.ABC):
+    """A problem: its data, its state sizes and its task."""
+
+    name: str
+    # Names of the entries of `problem.params` and their defaults.
+    default_params: dict[str, float] = {}
+    # "regression" (trajectories, mean squared error) or "classification" (labels, accuracy).
+    task: str = "regression"
+    # Names of the output coordinates, for figures.
+    output_names: tuple[str, ...] = ()
+
+    def __init__(self, cfg: ProblemConfig):
+        unknown = sorted(set(cfg.params) - set(self.default_params))
+        if unknown:
+            allowed = ", ".join(self.default_params) or "none"
+            raise ConfigError(
+                f"problem.params.{unknown[0]} is not a parameter of problem {self.name}: "
+                f"allowed parameters are {allowed}."
+            )
+        self.cfg = cfg
+        self.params: dict[str, Any] = {**self.default_params, **cfg.params}
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Raise `ConfigError` for parameter values the problem cannot run with."""
+
+    @property
+    @abc.abstractmethod
+    def input_size(self) -> int:
+        """Size of one input (the observed initial state, or an image's pixels)."""
+
+    @property
+    @abc.abstractmethod
+    def output_size(self) -> int:
+        """Size of one output (the observed state, or the number of classes)."""
+
+    def observation_times(self) -> np.ndarray:
+        c = self.cfg
+        return np.linspace(c.t0, c.t1, c.n_obs)
+
+    @abc.abstractmethod
+    def make_data(self, key: PRNGKeyArray) -> Dataset:
+        """Generate or load the data set, normalised, split into train/val/test by `key`."""
+
+    def true_vector_field(self):
+        """f(t, y, args) of the true system in data units, or None when it is unknown."""
+        return None
+
+
+def reference_solve(field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000):
+    """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`."""
+    solver = solver or diffrax.Dopri8()
+
+    def one(y0):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            solver,
+            ts[0],
+            ts[-1],
+            (ts[1] - ts[0]) / 10,
+            y0,
+            args=args,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+        ).ys
+
+    return jax.jit(jax.vmap(one))(y0s)
+
+
+def split_indices(key: PRNGKeyArray, n: int, val_fraction: float, test_fraction: float):
+    """Random disjoint train/val/test index sets; each gets at least one element."""
+    order = np.asarray(jr.permutation(key, n))
+    n_val = max(1, int(round(val_fraction * n)))
+    n_test = max(1, int(round(test_fraction * n)))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise ConfigError(
+            f"problem.n_trajectories={n} is too small to split into train, validation and "
+            "test sets: raise it."
+        )
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+
+def trajectory_dataset(
+    key: PRNGKeyArray, clean: np.ndarray, ts: np.ndarray, cfg: ProblemConfig
+) -> Dataset:
+    """Normalise, add observation noise and split trajectories `clean` (batch, times, state).
+
+    The input of each trajectory is its (noisy) observation at the first time.
+    """
+    noise_key, split_key = jr.split(key)
+    clean = np.asarray(clean)
+    mean = clean.mean(axis=(0, 1))
+    std = clean.std(axis=(0, 1))
+    normalised = (clean - mean) / std
+    noisy = normalised + cfg.noise * np.asarray(jr.normal(noise_key, clean.shape))
+    train, val, test = split_indices(split_key, clean.shape[0], cfg.val_fraction, cfg.test_fraction)
+
+    def subset(idx):
+        ys = jnp.asarray(noisy[idx])
+        return Split(ys[:, 0, :], ys, jnp.ones(ys.shape[:2]))
+
+    return Dataset(subset(train), subset(val), subset(test), jnp.asarray(ts),
+                   jnp.asarray(mean), jnp.asarray(std))

@@ -1,0 +1,112 @@
+"""Figures of a run. Each function takes pipeline state and returns a matplotlib Figure;
+only the edge saves or logs them."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs on machines without a display
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from nodepint.pipeline import Evaluation
+from nodepint.training import EpochRecord
+
+
+def trajectory_figure(ev: Evaluation) -> Figure:
+    """Learned trajectories (PinT solve, dense line) against the data (points), in data units."""
+    mean, std = np.asarray(ev.dataset.mean), np.asarray(ev.dataset.std)
+    test = ev.dataset.test
+    shown = ev.dense_outputs.shape[0]
+    outputs = ev.dense_outputs.shape[-1]
+    names = ev.output_names or tuple(f"y{i}" for i in range(outputs))
+    fig, axes = plt.subplots(outputs, 1, figsize=(8, 2.4 * outputs), sharex=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i in range(outputs):
+        ax = axes[i, 0]
+        for j in range(shown):
+            color = colors[j % len(colors)]
+            ax.plot(ev.dense_ts, ev.dense_outputs[j, :, i] * std[i] + mean[i], color=color,
+                    label="learned (PinT)" if j == 0 else None)
+            data = np.asarray(test.targets[j, :, i]) * std[i] + mean[i]
+            held_out = np.asarray(test.mask[j]) > 0
+            ax.plot(ev.ts, data, "o", color=color, markersize=3, alpha=0.35,
+                    label="data" if j == 0 else None)
+            if ev.problem == "lynx_hare":
+                train_mask = np.asarray(ev.dataset.train.mask[0]) > 0
+                ax.plot(ev.ts[train_mask], data[train_mask], "o", color="black", markersize=4,
+                        label="training years")
+                ax.plot(ev.ts[held_out], data[held_out], "s", color="red", markersize=6,
+                        label="test years")
+        ax.set_ylabel(names[i])
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("t" if ev.problem != "lynx_hare" else "t (decades since 1900)")
+    fig.suptitle(f"{ev.problem}: learned model against test data")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(ev: Evaluation) -> Figure:
+    """Confusion matrix of the test-set predictions (classification problems)."""
+    labels = np.asarray(ev.dataset.test.targets)
+    predicted = np.argmax(ev.pint_outputs[:, -1, :], axis=-1)
+    classes = ev.pint_outputs.shape[-1]
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (labels, predicted), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    image = ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{ev.problem}: test accuracy {np.mean(predicted == labels):.3f}")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(history: list[EpochRecord]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r.epoch for r in history]
+    ax.plot(epochs, [r.train_loss for r in history], label="train")
+    ax.plot(epochs, [r.val_loss for r in history], label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.set_title("loss curves")
+    fig.tight_layout()
+    return fig
+
+
+def residual_figure(ev: Evaluation) -> Figure:
+    """PinT update norm per iteration on the test set (the stopping test passes at <= 1)."""
+    residuals = np.asarray(ev.stats.residuals, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    iterations = np.arange(1, residuals.shape[1] + 1)
+    for row in residuals[:20]:
+        ax.plot(iterations, row, color="tab:blue", alpha=0.3, marker=".")
+    with np.errstate(all="ignore"):
+        median = np.nanmedian(np.where(np.isfinite(residuals), residuals, np.nan), axis=0)
+    ax.plot(iterations, median, color="black", marker="o", label="median over test set")
+    ax.axhline(1.0, color="red", linestyle="--", label="tolerance")
+    ax.set_yscale("log")
+    ax.set_xlabel("PinT iteration")
+    ax.set_ylabel("weighted update norm")
+    ax.legend()
+    ax.set_title("PinT residual per iteration (test set, trained model)")
+    fig.tight_layout()
+    return fig
+
+
+def run_figures(ev: Evaluation, history: list[EpochRecord]) -> dict[str, Figure]:
+    figures = {"pint_residual": residual_figure(ev)}
+    if history:
+        figures["loss"] = loss_figure(history)
+    if ev.task == "classification":
+        figures["confusion"] = confusion_figure(ev)
+    else:
+        figures["trajectories"] = trajectory_figure(ev)
+    return figures

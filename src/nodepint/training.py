@@ -1,0 +1,236 @@
+"""The forward map through the PinT solve, the losses, and the pure training loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from nodepint.config import OptimConfig, TrainConfig
+from nodepint.integrators import Propagator
+from nodepint.models import NeuralODE, field_function
+from nodepint.pint import PintSettings, observe, pint_solve
+from nodepint.pint.solve import PintSolution, _coarse_sweep
+from nodepint.problems import Split
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TimeSolver(eqx.Module):
+    """Everything needed to evolve encoded states over the observation times."""
+
+    settings: PintSettings
+    fine: Propagator
+    coarse: Propagator
+    tau: Float[Array, " chunks+1"]
+    ts: Float[Array, " times"]
+
+    def with_method(self, method: str, basis: str = "none") -> TimeSolver:
+        settings = PintSettings(method, basis, self.settings.chunks, self.settings.rtol,
+                                self.settings.atol, self.settings.max_iters, "sequential")
+        return eqx.tree_at(lambda s: s.settings, self, settings)
+
+    def predict(self, model: NeuralODE, x, key, guess=None) -> tuple[Array, PintSolution]:
+        """Outputs of one input at the observation times, and the PinT solution behind them."""
+        z0 = model.encoder(x)
+        sol = pint_solve(self.settings, self.fine, self.coarse, field_function, z0,
+                         self.tau, model.field, key, guess)
+        zs = observe(self.fine, field_function, sol.states, self.tau, self.ts, model.field)
+        return jax.vmap(model.decoder)(zs), sol
+
+    def predict_batch(self, model, inputs, key, guesses=None):
+        keys = jr.split(key, inputs.shape[0])
+        if guesses is None:
+            return jax.vmap(lambda x, k: self.predict(model, x, k))(inputs, keys)
+        return jax.vmap(lambda x, k, g: self.predict(model, x, k, g))(inputs, keys, guesses)
+
+    def initial_guesses(self, model, inputs):
+        """Coarse sweeps from every input: the first shooting states before any warm start."""
+
+        def one(x):
+            z0 = model.encoder(x)
+            return _coarse_sweep(self.coarse, field_function, z0, self.tau, model.field)
+
+        return jax.vmap(one)(inputs)
+
+
+def batch_loss(task: str, outputs, targets, mask) -> tuple[Array, Array]:
+    """Return (loss, accuracy); accuracy is NaN for regression."""
+    if task == "classification":
+        logits = outputs[:, -1, :]
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+        accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == targets)
+        return loss, accuracy
+    squared = jnp.mean((outputs - targets) ** 2, axis=-1)
+    return jnp.sum(mask * squared) / jnp.sum(mask), jnp.array(jnp.nan, outputs.dtype)
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """The optax optimiser with its learning-rate schedule and optional gradient clipping."""
+    total_steps = max(total_steps, 1)
+    if cfg.schedule == "constant":
+        lr = cfg.lr
+    elif cfg.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(cfg.lr, total_steps, alpha=0.01)
+    else:
+        lr = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, min(cfg.warmup_steps, total_steps - 1),
+                                                total_steps, end_value=0.01 * cfg.lr)
+    optimizers = {
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+        "sgd": lambda: optax.sgd(lr, momentum=0.9),
+        "lion": lambda: optax.lion(lr, weight_decay=cfg.weight_decay),
+    }
+    chain = [optimizers[cfg.name]()]
+    if cfg.clip_norm > 0:
+        chain.insert(0, optax.clip_by_global_norm(cfg.clip_norm))
+    return optax.chain(*chain)
+
+
+class StepStats(NamedTuple):
+    loss: Array
+    accuracy: Array
+    iterations: Array  # per trajectory
+    residuals: Array  # per trajectory and iteration
+    converged: Array  # per trajectory
+
+
+class Steps(NamedTuple):
+    train: Callable
+    evaluate: Callable
+    guesses: Callable
+    compile_count: Callable[[], int]
+
+
+def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
+    """Build the jitted training and evaluation steps; count the training step's compilations."""
+    traces = {"train": 0}
+
+    def loss_fn(params, static, inputs, targets, mask, guesses, key):
+        model = eqx.combine(params, static)
+        outputs, sol = solver.predict_batch(model, inputs, key, guesses)
+        loss, accuracy = batch_loss(task, outputs, targets, mask)
+        return loss, (accuracy, sol)
+
+    @eqx.filter_jit
+    def train_step(model, opt_state, inputs, targets, mask, guesses, key):
+        # Runs once per compilation (while JAX traces), never per call.
+        traces["train"] += 1
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (accuracy, sol)), grads = grad_fn(params, static, inputs, targets, mask, guesses, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        model = eqx.apply_updates(model, updates)
+        stats = StepStats(loss, accuracy, sol.iterations, sol.residuals, sol.converged)
+        return model, opt_state, sol.states, stats
+
+    @eqx.filter_jit
+    def evaluate(model, inputs, targets, mask, key):
+        outputs, sol = solver.predict_batch(model, inputs, key)
+        loss, accuracy = batch_loss(task, outputs, targets, mask)
+        return outputs, StepStats(loss, accuracy, sol.iterations, sol.residuals, sol.converged)
+
+    guesses = eqx.filter_jit(solver.initial_guesses)
+    return Steps(train_step, evaluate, guesses, lambda: traces["train"])
+
+
+class TrainState(NamedTuple):
+    model: NeuralODE
+    opt_state: optax.OptState
+    # Converged shooting states of every training trajectory (warm starts).
+    guesses: Array
+    best_model: NeuralODE
+    best_val_loss: Array
+    epoch: Array
+    step: Array
+
+
+class EpochRecord(NamedTuple):
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    iterations_mean: float
+    iterations_max: int
+    residual_final: float
+    nonconverged: int
+    epoch_seconds: float
+    compile_count: int
+
+
+def init_train_state(model, optimizer, steps: Steps, train: Split) -> TrainState:
+    params = eqx.filter(model, eqx.is_inexact_array)
+    guesses = steps.guesses(model, train.inputs)
+    return TrainState(model, optimizer.init(params), guesses, model,
+                      jnp.array(jnp.inf), jnp.array(0), jnp.array(0))
+
+
+def batches_per_epoch(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
+    """(batch size, batches per epoch); every batch has the same size, so one compilation."""
+    size = min(cfg.batch_size, n_train)
+    return size, n_train // size
+
+
+def train_epoch(state: TrainState, steps: Steps, data: Split, val: Split, cfg: TrainConfig,
+                warm_start: bool, key: PRNGKeyArray, clock: Callable[[], float]):
+    """One pass over the training set; returns the new state and the epoch's record."""
+    start = clock()
+    size, n_batches = batches_per_epoch(cfg, data.inputs.shape[0])
+    order_key, step_key, val_key = jr.split(key, 3)
+    order = np.asarray(jr.permutation(order_key, data.inputs.shape[0]))
+    model, opt_state, guesses = state.model, state.opt_state, state.guesses
+    losses, iterations, finals, failures = [], [], [], 0
+
+    for b in range(n_batches):
+        idx = order[b * size : (b + 1) * size]
+        if warm_start:
+            batch_guess = guesses[idx]
+        else:
+            batch_guess = steps.guesses(model, data.inputs[idx])
+        model, opt_state, new_states, stats = steps.train(
+            model, opt_state, data.inputs[idx], data.targets[idx], data.mask[idx],
+            batch_guess, jr.fold_in(step_key, b),
+        )
+        loss = float(stats.loss)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss} at epoch {int(state.epoch) + 1}, batch {b + 1}: "
+                "lower optim.lr, tighten optim.clip_norm, or use more fine steps "
+                "(integrator.fine.steps)."
+            )
+        guesses = guesses.at[idx].set(new_states)
+        losses.append(loss)
+        iterations.append(np.asarray(stats.iterations))
+        its = np.asarray(stats.iterations)
+        res = np.asarray(stats.residuals)
+        finals.append(res[np.arange(len(its)), np.maximum(its - 1, 0)])
+        failures += int(np.sum(~np.asarray(stats.converged)))
+
+    # -- validation with the updated parameters, from fresh coarse sweeps
+    _, val_stats = steps.evaluate(model, val.inputs, val.targets, val.mask, val_key)
+    val_loss = float(val_stats.loss)
+    better = val_loss < float(state.best_val_loss) or not cfg.keep_best
+    iterations = np.concatenate(iterations)
+    state = TrainState(
+        model, opt_state, guesses,
+        model if better else state.best_model,
+        jnp.array(min(val_loss, float(state.best_val_loss)) if cfg.keep_best else val_loss),
+        state.epoch + 1, state.step + n_batches,
+    )
+    record = EpochRecord(
+        epoch=int(state.epoch), train_loss=float(np.mean(losses)), val_loss=val_loss,
+        val_accuracy=float(val_stats.accuracy), iterations_mean=float(iterations.mean()),
+        iterations_max=int(iterations.max()), residual_final=float(np.max(np.concatenate(finals))),
+        nonconverged=failures, epoch_seconds=clock() - start, compile_count=steps.compile_count(),
+    )
+    return state, record
