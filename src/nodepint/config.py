@@ -49,7 +49,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("float32", "float64")
 TRAINING_METHODS = ("dp",)
 CONTROL_METHODS = ("none",)
-GRADIENT_MODES = ("unroll",)
+GRADIENT_MODES = ("implicit", "unroll")
 
 
 @dataclass
@@ -144,7 +144,9 @@ class ComboConfig:
 class TrainConfig:
     epochs: int = 100
     batch_size: int = 32
-    grad: str = "unroll"
+    # Reverse-mode gradient of the PinT solve: "implicit" (adjoint recurrence over the
+    # chunks at the converged states) or "unroll" (autodiff through the iterations).
+    grad: str = "implicit"
     # Keep the parameters with the lowest validation loss for the final evaluation.
     keep_best: bool = True
     # Continue from the checkpoint in the run directory when there is one.
@@ -155,7 +157,7 @@ class TrainConfig:
 @dataclass
 class OptimConfig:
     name: str = "adam"
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     schedule: str = "cosine"
     warmup_steps: int = 0

@@ -75,7 +75,9 @@ class Propagator(eqx.Module):
         constants (no reverse-mode derivative passes through the result).
         """
         y0 = jax.lax.stop_gradient(y0)
-        args = jax.lax.stop_gradient(args)
+        args = jax.tree_util.tree_map(
+            lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, args
+        )
         saveat = diffrax.SaveAt(t1=True)
 
         def flow(y):

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from nodepint.config import ModelConfig
@@ -24,10 +25,13 @@ class VectorField(eqx.Module):
 
     mlp: eqx.nn.MLP
     time_dependent: bool = eqx.field(static=True)
+    # Fixed per-coordinate factor on the MLP's output, set from the typical rate of change
+    # of the training data, so that the MLP itself works with outputs of order one.
+    output_scale: tuple[float, ...] = eqx.field(static=True)
 
     def __call__(self, t, z: Float[Array, " state"]) -> Float[Array, " state"]:
         inputs = jnp.concatenate([z, jnp.reshape(t, (1,))]) if self.time_dependent else z
-        return self.mlp(inputs)
+        return self.mlp(inputs) * jnp.asarray(self.output_scale, dtype=z.dtype)
 
 
 def field_function(t, z, field: VectorField):
@@ -63,9 +67,18 @@ class NeuralODE(eqx.Module):
 
 
 def build_model(
-    cfg: ModelConfig, input_size: int, output_size: int, key: PRNGKeyArray, dtype
+    cfg: ModelConfig,
+    input_size: int,
+    output_size: int,
+    key: PRNGKeyArray,
+    dtype,
+    rate_scale: tuple[float, ...] | None = None,
 ) -> NeuralODE:
-    """Build the encoder, vector field and decoder for a problem's input and output sizes."""
+    """Build the encoder, vector field and decoder for a problem's input and output sizes.
+
+    `rate_scale` gives the typical |dy/dt| of each observed coordinate (see `rate_scale`);
+    augmented and latent coordinates get a factor of one.
+    """
     enc_key, field_key, dec_key = jr.split(key, 3)
 
     # -- encoder
@@ -95,5 +108,26 @@ def build_model(
     else:
         decoder = Decoder(eqx.nn.Linear(state_size, output_size, key=dec_key), output_size)
 
-    model = NeuralODE(Encoder(enc_layer, cfg.augment), VectorField(mlp, cfg.time_dependent), decoder)
+    scale = [1.0] * state_size
+    if cfg.encoder == "identity" and rate_scale is not None:
+        scale[: len(rate_scale)] = [float(s) for s in rate_scale]
+    field = VectorField(mlp, cfg.time_dependent, tuple(scale))
+    model = NeuralODE(Encoder(enc_layer, cfg.augment), field, decoder)
     return jax.tree_util.tree_map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
+
+
+def rate_scale(targets, mask, ts) -> tuple[float, ...] | None:
+    """Root-mean-square finite-difference rate of each output coordinate of trajectory data.
+
+    Returns None when there are fewer than two observation times. Only pairs of consecutive
+    observations that are both in the mask count.
+    """
+    targets, mask, ts = map(np.asarray, (targets, mask, ts))
+    if ts.shape[0] < 2 or targets.ndim != 3:
+        return None
+    rates = np.diff(targets, axis=1) / np.diff(ts)[None, :, None]
+    pair = (mask[:, 1:] * mask[:, :-1])[..., None]
+    if pair.sum() == 0:
+        return None
+    rms = np.sqrt((pair * rates**2).sum(axis=(0, 1)) / pair.sum())
+    return tuple(float(max(r, 1e-3)) for r in rms)

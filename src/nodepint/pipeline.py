@@ -18,7 +18,7 @@ import numpy as np
 
 from nodepint.config import Config
 from nodepint.integrators import chunk_boundaries, make_propagators
-from nodepint.models import NeuralODE, build_model
+from nodepint.models import NeuralODE, build_model, rate_scale
 from nodepint.pint import PintSettings
 from nodepint.problems import Dataset, Problem, make_problem
 from nodepint.training import (
@@ -70,7 +70,7 @@ def solver_for(cfg: Config, ts: np.ndarray) -> TimeSolver:
     )
     fine, coarse = make_propagators(cfg.integrator, chunks)
     tau = chunk_boundaries(cfg.problem.t0, cfg.problem.t1, chunks)
-    return TimeSolver(settings, fine, coarse, tau, jnp.asarray(ts))
+    return TimeSolver(settings, fine, coarse, tau, jnp.asarray(ts), cfg.train.grad)
 
 
 def relative_deviation(a: np.ndarray, b: np.ndarray) -> float:
@@ -99,7 +99,11 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
     data = jax.tree_util.tree_map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, data
     )
-    model = build_model(cfg.model, problem.input_size, problem.output_size, model_key, dtype)
+    rates = None
+    if problem.task == "regression":
+        rates = rate_scale(data.train.targets, data.train.mask, problem.observation_times())
+    model = build_model(cfg.model, problem.input_size, problem.output_size, model_key, dtype,
+                        rates)
     solver = solver_for(cfg, problem.observation_times())
     info = {
         "problem": problem.name,

@@ -15,6 +15,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from nodepint.config import OptimConfig, TrainConfig
+from nodepint.gradients import pint_solve_implicit
 from nodepint.integrators import Propagator
 from nodepint.models import NeuralODE, field_function
 from nodepint.pint import PintSettings, observe, pint_solve
@@ -34,6 +35,9 @@ class TimeSolver(eqx.Module):
     coarse: Propagator
     tau: Float[Array, " chunks+1"]
     ts: Float[Array, " times"]
+    # How reverse mode differentiates the solve: "implicit" (adjoint recurrence at the
+    # converged states) or "unroll" (through the recorded iterations).
+    grad: str = eqx.field(static=True, default="implicit")
 
     def with_method(self, method: str, basis: str = "none") -> TimeSolver:
         settings = PintSettings(method, basis, self.settings.chunks, self.settings.rtol,
@@ -43,8 +47,9 @@ class TimeSolver(eqx.Module):
     def predict(self, model: NeuralODE, x, key, guess=None) -> tuple[Array, PintSolution]:
         """Outputs of one input at the observation times, and the PinT solution behind them."""
         z0 = model.encoder(x)
-        sol = pint_solve(self.settings, self.fine, self.coarse, field_function, z0,
-                         self.tau, model.field, key, guess)
+        solve = pint_solve_implicit if self.grad == "implicit" else pint_solve
+        sol = solve(self.settings, self.fine, self.coarse, field_function, z0, self.tau,
+                    model.field, key, guess)
         zs = observe(self.fine, field_function, sol.states, self.tau, self.ts, model.field)
         return jax.vmap(model.decoder)(zs), sol
 
@@ -69,7 +74,7 @@ def batch_loss(task: str, outputs, targets, mask) -> tuple[Array, Array]:
     if task == "classification":
         logits = outputs[:, -1, :]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-        accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == targets)
+        accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == targets).astype(logits.dtype))
         return loss, accuracy
     squared = jnp.mean((outputs - targets) ** 2, axis=-1)
     return jnp.sum(mask * squared) / jnp.sum(mask), jnp.array(jnp.nan, outputs.dtype)
@@ -213,7 +218,7 @@ def train_epoch(state: TrainState, steps: Steps, data: Split, val: Split, cfg: T
         iterations.append(np.asarray(stats.iterations))
         its = np.asarray(stats.iterations)
         res = np.asarray(stats.residuals)
-        finals.append(res[np.arange(len(its)), np.maximum(its - 1, 0)])
+        finals.append(res[np.arange(len(its)), its])
         failures += int(np.sum(~np.asarray(stats.converged)))
 
     # -- validation with the updated parameters, from fresh coarse sweeps

@@ -7,10 +7,11 @@ then applies the method's correction along the chunks:
     parareal   U_{n+1} <- G_n(U'_n) + F_n(U_n) - G_n(U_n)
     newton     U_{n+1} <- F_n(U_n) + A_n (U'_n - U_n),   A_n = W_n V_n^T  (see bases.py)
 
-where U' is the new iterate. Iteration k makes the first k chunks exact whatever the
+where U' is the new iterate. The loop stops when the defect F_n(U_n) - U_{n+1} is within
+tolerance on every chunk. Iteration k makes the first k chunks exact whatever the
 correction, because a chunk whose start state no longer changes receives F_n of an exact
 state. So every method reaches the sequential fine solution after at most N iterations,
-and the loop stops there even when the update test has not yet passed.
+and the loop stops there even when the defect test has not yet passed.
 """
 
 from __future__ import annotations
@@ -42,16 +43,21 @@ class PintSettings(eqx.Module):
 
 class PintSolution(NamedTuple):
     states: Float[Array, "chunks+1 state"]
+    # Corrections applied; 0 when the initial guess already met the tolerance.
     iterations: Int[Array, ""]
-    # Update norm of each iteration (the stopping test passes at <= 1); NaN after the last.
-    residuals: Float[Array, " max_iters"]
+    # Defect norm after 0, 1, ... corrections (the stopping test passes at <= 1).
+    residuals: Float[Array, " max_iters+1"]
     converged: Bool[Array, ""]
 
 
-def _update_norm(new, old, rtol, atol):
-    """Largest over chunks of the weighted RMS norm of the update, as ODE solvers measure error."""
-    scale = atol + rtol * jnp.maximum(jnp.abs(new), jnp.abs(old))
-    return jnp.max(jnp.sqrt(jnp.mean(((new - old) / scale) ** 2, axis=-1)))
+def _defect_norm(fine_ends, states, rtol, atol):
+    """Largest over chunks of the weighted RMS norm of the defect F_n(U_n) - U_{n+1}.
+
+    Weights are 1 / (atol + rtol |U|), as an ODE solver measures its local error.
+    """
+    ends = states[1:]
+    scale = atol + rtol * jnp.maximum(jnp.abs(fine_ends), jnp.abs(ends))
+    return jnp.max(jnp.sqrt(jnp.mean(((fine_ends - ends) / scale) ** 2, axis=-1)))
 
 
 def _coarse_sweep(coarse, field, y0, tau, args):
@@ -68,12 +74,14 @@ def sequential_states(fine: Propagator, field, y0, tau, args) -> Float[Array, "c
     return _coarse_sweep(fine, field, y0, tau, args)
 
 
-def _correct(settings, fine, coarse, field, states, y0, tau, args, key):
-    """One PinT iteration: fine solves on every chunk in parallel, then the correction."""
-    # -- fine propagation of every chunk from its current start state, in parallel
+def _fine_ends(fine, field, states, tau, args):
+    """F_n(U_n) for every chunk, in parallel."""
     fine_all = jax.vmap(fine, in_axes=(None, 0, 0, 0, None))
-    fine_ends = fine_all(field, states[:-1], tau[:-1], tau[1:], args)
+    return fine_all(field, states[:-1], tau[:-1], tau[1:], args)
 
+
+def _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args, key):
+    """The correction of one PinT iteration, given F_n(U_n) of every chunk."""
     if settings.method == "jacobi":
         return jnp.concatenate([y0[None], fine_ends])
 
@@ -109,6 +117,7 @@ def pint_solve(
     args: PyTree,
     key: PRNGKeyArray,
     guess: Float[Array, "chunks+1 state"] | None = None,
+    loop: str = "checkpointed",
 ) -> PintSolution:
     """Solve for the shooting states of one trajectory.
 
@@ -121,15 +130,17 @@ def pint_solve(
         args: passed to `field` (the model's parameters); derivatives flow through it.
         key: random key for the random bases; iteration k uses fold_in(key, k).
         guess: initial shooting states (a warm start); None means a coarse sweep.
+        loop: "checkpointed" records the iterations for reverse-mode differentiation
+            (unrolled DP); "lax" records nothing and cannot be differentiated in reverse.
 
     Returns:
         The shooting states, iteration count, residual history and convergence flag.
-        Reverse-mode differentiation unrolls the iterations (checkpointed loop).
     """
-    residuals0 = jnp.full((settings.max_iters,), jnp.nan, dtype=y0.dtype)
+    # residuals[k] is the defect after k corrections; NaN where no iterate was formed.
+    residuals0 = jnp.full((settings.max_iters + 1,), jnp.nan, dtype=y0.dtype)
     if settings.method == "sequential":
         states = sequential_states(fine, field, y0, tau, args)
-        return PintSolution(states, jnp.array(1), residuals0.at[0].set(0.0), jnp.array(True))
+        return PintSolution(states, jnp.array(0), residuals0.at[0].set(0.0), jnp.array(True))
 
     if guess is None:
         guess = _coarse_sweep(coarse, field, y0, tau, args)
@@ -139,20 +150,25 @@ def pint_solve(
     guess = guess.at[0].set(y0)
 
     def cond(carry):
-        k, _, _, done = carry
+        k, _, _, _, done = carry
         return (k < settings.max_iters) & ~done
 
     def body(carry):
-        k, states, residuals, _ = carry
-        new = _correct(settings, fine, coarse, field, states, y0, tau, args, jr.fold_in(key, k))
-        norm = _update_norm(new, states, settings.rtol, settings.atol)
+        k, states, fine_ends, residuals, _ = carry
+        new = _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args,
+                       jr.fold_in(key, k))
+        # The fine solves of the new iterate serve both its defect and the next correction.
+        new_ends = _fine_ends(fine, field, new, tau, args)
+        defect = _defect_norm(new_ends, new, settings.rtol, settings.atol)
         k = k + 1
-        done = (norm <= 1.0) | (k >= settings.chunks)
-        return k, new, residuals.at[k - 1].set(norm), done
+        done = (defect <= 1.0) | (k >= settings.chunks)
+        return k, new, new_ends, residuals.at[k].set(defect), done
 
-    init = (jnp.array(0), guess, residuals0, jnp.array(False))
-    k, states, residuals, done = eqx.internal.while_loop(
-        cond, body, init, max_steps=settings.max_iters, kind="checkpointed"
+    ends = _fine_ends(fine, field, guess, tau, args)
+    defect = _defect_norm(ends, guess, settings.rtol, settings.atol)
+    init = (jnp.array(0), guess, ends, residuals0.at[0].set(defect), defect <= 1.0)
+    k, states, _, residuals, done = eqx.internal.while_loop(
+        cond, body, init, max_steps=settings.max_iters, kind=loop
     )
     return PintSolution(states, k, residuals, done)
 

@@ -82,10 +82,10 @@ def loss_figure(history: list[EpochRecord]) -> Figure:
 
 
 def residual_figure(ev: Evaluation) -> Figure:
-    """PinT update norm per iteration on the test set (the stopping test passes at <= 1)."""
+    """PinT defect norm per iteration on the test set (the stopping test passes at <= 1)."""
     residuals = np.asarray(ev.stats.residuals, dtype=float)
     fig, ax = plt.subplots(figsize=(6, 4))
-    iterations = np.arange(1, residuals.shape[1] + 1)
+    iterations = np.arange(residuals.shape[1])
     for row in residuals[:20]:
         ax.plot(iterations, row, color="tab:blue", alpha=0.3, marker=".")
     with np.errstate(all="ignore"):
@@ -93,8 +93,8 @@ def residual_figure(ev: Evaluation) -> Figure:
     ax.plot(iterations, median, color="black", marker="o", label="median over test set")
     ax.axhline(1.0, color="red", linestyle="--", label="tolerance")
     ax.set_yscale("log")
-    ax.set_xlabel("PinT iteration")
-    ax.set_ylabel("weighted update norm")
+    ax.set_xlabel("PinT iteration (corrections applied)")
+    ax.set_ylabel("weighted defect norm")
     ax.legend()
     ax.set_title("PinT residual per iteration (test set, trained model)")
     fig.tight_layout()
