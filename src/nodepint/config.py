@@ -152,6 +152,12 @@ class TrainConfig:
     # Continue from the checkpoint in the run directory when there is one.
     resume: bool = False
     checkpoint_every: int = 1
+    # Curriculum over the time span: the loss first counts observations up to
+    # horizon_start of the span, and the horizon grows linearly to the whole span over the
+    # first horizon_epochs epochs. 0 epochs turns it off. Helps single-trajectory fits of
+    # oscillating data, where the full-span loss has poor local minima.
+    horizon_start: float = 0.3
+    horizon_epochs: int = 0
 
 
 @dataclass
@@ -321,6 +327,9 @@ def validate(cfg: DictConfig | Config) -> None:
     _at_least(errors, "train.epochs", t.epochs, 0)
     _at_least(errors, "train.batch_size", t.batch_size, 1)
     _at_least(errors, "train.checkpoint_every", t.checkpoint_every, 1)
+    _at_least(errors, "train.horizon_epochs", t.horizon_epochs, 0)
+    if not 0.0 < t.horizon_start <= 1.0:
+        errors.append(f"train.horizon_start={t.horizon_start} is invalid: it must lie in (0, 1].")
     _choice(errors, "train.grad", t.grad, GRADIENT_MODES)
     _choice(errors, "optim.name", o.name, OPTIMIZERS)
     _choice(errors, "optim.schedule", o.schedule, SCHEDULES)

@@ -181,7 +181,7 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     for epoch in range(int(state.epoch), cfg.train.epochs):
         state, record = train_epoch(state, steps, data.train, data.val, cfg.train,
                                     cfg.pint.warm_start, jr.fold_in(train_key, epoch),
-                                    time.perf_counter)
+                                    time.perf_counter, ts=np.asarray(solver.ts))
         history.append(record)
         callbacks.on_epoch(state, record, cfg.train.epochs)
     train_seconds = time.perf_counter() - train_start

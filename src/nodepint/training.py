@@ -186,10 +186,21 @@ def batches_per_epoch(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
     return size, n_train // size
 
 
+def horizon_mask(cfg: TrainConfig, epoch: int, ts) -> np.ndarray:
+    """1 for the observation times that count in the loss at `epoch` (0-based), else 0."""
+    ts = np.asarray(ts)
+    if cfg.horizon_epochs == 0 or epoch >= cfg.horizon_epochs:
+        return np.ones_like(ts)
+    fraction = cfg.horizon_start + (1.0 - cfg.horizon_start) * epoch / cfg.horizon_epochs
+    cutoff = ts[0] + fraction * (ts[-1] - ts[0])
+    return (ts <= cutoff + 1e-12 * abs(ts[-1] - ts[0])).astype(ts.dtype)
+
+
 def train_epoch(state: TrainState, steps: Steps, data: Split, val: Split, cfg: TrainConfig,
-                warm_start: bool, key: PRNGKeyArray, clock: Callable[[], float]):
+                warm_start: bool, key: PRNGKeyArray, clock: Callable[[], float], ts=None):
     """One pass over the training set; returns the new state and the epoch's record."""
     start = clock()
+    horizon = 1.0 if ts is None else horizon_mask(cfg, int(state.epoch), ts)[None, :]
     size, n_batches = batches_per_epoch(cfg, data.inputs.shape[0])
     order_key, step_key, val_key = jr.split(key, 3)
     order = np.asarray(jr.permutation(order_key, data.inputs.shape[0]))
@@ -203,7 +214,7 @@ def train_epoch(state: TrainState, steps: Steps, data: Split, val: Split, cfg: T
         else:
             batch_guess = steps.guesses(model, data.inputs[idx])
         model, opt_state, new_states, stats = steps.train(
-            model, opt_state, data.inputs[idx], data.targets[idx], data.mask[idx],
+            model, opt_state, data.inputs[idx], data.targets[idx], data.mask[idx] * horizon,
             batch_guess, jr.fold_in(step_key, b),
         )
         loss = float(stats.loss)

@@ -1,0 +1,94 @@
+"""End-to-end runs of `nodepint-run` with the smoke preset: every problem and strategy,
+W&B offline, resume from a checkpoint, and a clean failure on a non-finite loss."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STRATEGIES = ["sequential", "parareal", "newton", "random1d"]
+
+
+def _run(*overrides, timeout=900):
+    return subprocess.run([sys.executable, "-m", "nodepint.cli", *overrides],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _check_completed(summary: dict) -> None:
+    assert summary["status"] == "completed", summary.get("reason")
+    for key in ("test_loss", "untrained_test_loss"):
+        assert summary["metrics"][key] > 0
+    for key in ("iterations_mean", "iterations_max", "max_relative_deviation"):
+        assert key in summary["pint"]
+    assert summary["timing"]["train_seconds"] > 0
+    assert summary["timing"]["compile_count"] == 1
+    # The PinT solve of the trained model equals its sequential solve to the PinT tolerance.
+    assert summary["pint"]["max_relative_deviation"] <= 1e-5
+
+
+@pytest.mark.parametrize("problem", ["lorenz", "lotka_volterra"])
+def test_smoke_sweep_every_strategy(tmp_path, problem):
+    result = _run("-m", "experiment=smoke", f"problem={problem}",
+                  f"pint={','.join(STRATEGIES)}", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = sorted(tmp_path.glob("*/summary.json"))
+    assert len(summaries) == len(STRATEGIES)
+    names = set()
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        _check_completed(summary)
+        assert summary["problem"]["name"] == problem
+        names.add(summary["pint"]["name"])
+        run_dir = path.parent
+        assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+        for figure in ("trajectories.png", "loss.png", "pint_residual.png"):
+            assert (run_dir / figure).stat().st_size > 0
+        assert (run_dir / "checkpoint.eqx").exists()
+    assert names == set(STRATEGIES)
+
+
+@pytest.mark.parametrize("problem", ["lynx_hare", "digits"])
+def test_smoke_run_problem(tmp_path, problem):
+    result = _run("experiment=smoke", f"problem={problem}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = _summary(tmp_path)
+    _check_completed(summary)
+    if problem == "digits":
+        assert 0.0 <= summary["metrics"]["test_accuracy"] <= 1.0
+        assert (tmp_path / "confusion.png").exists()
+
+
+def test_resume_continues_from_checkpoint(tmp_path):
+    # The first run also checks the offline W&B run, which the smoke preset turns off.
+    first = _run("experiment=smoke", "pint=newton", "train.epochs=1", "logger=wandb",
+                 f"hydra.run.dir={tmp_path}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert _summary(tmp_path)["epochs_completed"] == 1
+    offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    assert any(offline_runs[0].glob("*.wandb"))
+
+    second = _run("experiment=smoke", "pint=newton", "train.epochs=2", "train.resume=true",
+                  f"hydra.run.dir={tmp_path}")
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = _summary(tmp_path)
+    assert summary["epochs_completed"] == 2
+    epochs = [json.loads(line)["epoch"] for line in
+              (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_nonfinite_loss_fails_with_message(tmp_path):
+    result = _run("experiment=smoke", "optim.lr=1e12", "optim.clip_norm=0",
+                  "optim.schedule=constant", "train.epochs=1", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    summary = _summary(tmp_path)
+    assert summary["status"] == "failed"
+    assert "optim.lr" in summary["reason"]
