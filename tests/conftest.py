@@ -7,8 +7,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # The `nodepint-run` subprocesses of the suite share compiled functions (data generation,
 # evaluation) through JAX's persistent cache; each test session starts with an empty one.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      tempfile.mkdtemp(prefix="nodepint-jax-cache-"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="nodepint-jax-cache-"))
 
 import jax  # noqa: E402
 

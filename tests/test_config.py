@@ -25,9 +25,7 @@ def _options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize(
-    "group,option", [(g, o) for g in GROUPS for o in _options(g)]
-)
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_validates(group, option):
     check(_compose(f"{group}={option}"))
 
@@ -45,7 +43,7 @@ def test_smoke_preset_validates_for_every_problem(problem):
         ("pint.chunks=5", "pint.chunks"),  # does not divide the 64 fine steps of lorenz
         ("pint.chunks=128", "pint.chunks"),  # more chunks than fine steps
         ("problem.noise=-1", "problem.noise"),
-        ("pint.basis=full", "pint.basis"),  # parareal takes no basis
+        ("pint.basis=cubic", "pint.basis"),
         ("pint.scan=associative", "pint.scan"),  # parareal is not affine
         ("integrator.fine.solver=rk99", "integrator.fine.solver"),
         ("optim.lr=-0.1", "optim.lr"),
@@ -56,6 +54,20 @@ def test_smoke_preset_validates_for_every_problem(problem):
 def test_bad_value_error_names_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check(_compose(override))
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["pint=jacobi", "pint.basis=full"], "pint.basis"),
+        (["pint=newton", "pint.basis=none"], "pint.basis"),
+        (["pint=newton", "pint.on_fail=retry"], "pint.on_fail"),
+        (["pint=growing", "pint.grow_every=0"], "pint.grow_every"),
+    ],
+)
+def test_bad_pair_error_names_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check(_compose(*overrides))
 
 
 @pytest.mark.parametrize("override", ["optim.lr=abc", "pint.chunkz=4", "pint=nosuchstrategy"])
@@ -75,9 +87,17 @@ def test_bad_override_rejected_at_composition(override):
 )
 def test_cli_bad_override_exits_cleanly(tmp_path, override, key):
     result = subprocess.run(
-        [sys.executable, "-m", "nodepint.cli", "experiment=smoke",
-         f"hydra.run.dir={tmp_path}", override],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "nodepint.cli",
+            "experiment=smoke",
+            f"hydra.run.dir={tmp_path}",
+            override,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0

@@ -53,7 +53,9 @@ def test_implicit_unroll_and_finite_differences_agree(method, basis):
     # ~1e-16/h, both below 1e-8 relative at h = 1e-5, so 1e-4 is a safe bound.
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jr.split(jr.PRNGKey(7), len(leaves))
-    direction = treedef.unflatten([jr.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    direction = treedef.unflatten(
+        [jr.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    )
     h = 1e-5
     value = eqx.filter_jit(loss)
 

@@ -21,8 +21,9 @@ def test_lotka_volterra_invariant_conserved():
     problem = _problem("lotka_volterra", t1=5.0, n_obs=51, n_trajectories=8)
     args = problem.field_args()
     y0s = problem.initial_states(jr.PRNGKey(0), 8)
-    ys = reference_solve(problem.true_vector_field(), y0s, jnp.linspace(0, 5, 51), args,
-                         1e-10, 1e-10)
+    ys = reference_solve(
+        problem.true_vector_field(), y0s, jnp.linspace(0, 5, 51), args, 1e-10, 1e-10
+    )
     invariant = lotka_volterra_invariant(ys, args)
     drift = jnp.max(jnp.abs(invariant - invariant[:, :1]) / jnp.abs(invariant[:, :1]))
     # Dopri8 at rtol = atol = 1e-10 over ~1.5 periods keeps V to ~1e-10.
@@ -33,8 +34,14 @@ def test_lorenz_equilibrium_stays_fixed():
     sigma, rho, beta = 10.0, 28.0, 8.0 / 3.0
     c = np.sqrt(beta * (rho - 1.0))
     equilibria = jnp.array([[c, c, rho - 1.0], [-c, -c, rho - 1.0]])
-    ys = reference_solve(lorenz_field, equilibria, jnp.linspace(0.0, 1.0, 5),
-                         jnp.array([sigma, rho, beta]), 1e-10, 1e-10)
+    ys = reference_solve(
+        lorenz_field,
+        equilibria,
+        jnp.linspace(0.0, 1.0, 5),
+        jnp.array([sigma, rho, beta]),
+        1e-10,
+        1e-10,
+    )
     # C+ and C- are equilibria of the Lorenz system (unstable at rho = 28, so only a short
     # span: round-off grows like exp(0.1 t) there).
     np.testing.assert_allclose(ys, jnp.broadcast_to(equilibria[:, None], ys.shape), atol=1e-9)

@@ -12,8 +12,12 @@ STRATEGIES = ["sequential", "parareal", "newton", "random1d"]
 
 
 def _run(*overrides, timeout=900):
-    return subprocess.run([sys.executable, "-m", "nodepint.cli", *overrides],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nodepint.cli", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _summary(run_dir: Path) -> dict:
@@ -34,8 +38,13 @@ def _check_completed(summary: dict) -> None:
 
 @pytest.mark.parametrize("problem", ["lorenz", "lotka_volterra"])
 def test_smoke_sweep_every_strategy(tmp_path, problem):
-    result = _run("-m", "experiment=smoke", f"problem={problem}",
-                  f"pint={','.join(STRATEGIES)}", f"hydra.sweep.dir={tmp_path}")
+    result = _run(
+        "-m",
+        "experiment=smoke",
+        f"problem={problem}",
+        f"pint={','.join(STRATEGIES)}",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summaries = sorted(tmp_path.glob("*/summary.json"))
     assert len(summaries) == len(STRATEGIES)
@@ -66,29 +75,87 @@ def test_smoke_run_problem(tmp_path, problem):
 
 def test_resume_continues_from_checkpoint(tmp_path):
     # The first run also checks the offline W&B run, which the smoke preset turns off.
-    first = _run("experiment=smoke", "pint=newton", "train.epochs=1", "logger=wandb",
-                 f"hydra.run.dir={tmp_path}")
+    first = _run(
+        "experiment=smoke",
+        "pint=newton",
+        "train.epochs=1",
+        "logger=wandb",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     assert _summary(tmp_path)["epochs_completed"] == 1
     offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
     assert any(offline_runs[0].glob("*.wandb"))
 
-    second = _run("experiment=smoke", "pint=newton", "train.epochs=2", "train.resume=true",
-                  f"hydra.run.dir={tmp_path}")
+    second = _run(
+        "experiment=smoke",
+        "pint=newton",
+        "train.epochs=2",
+        "train.resume=true",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert second.returncode == 0, second.stderr[-2000:]
     summary = _summary(tmp_path)
     assert summary["epochs_completed"] == 2
-    epochs = [json.loads(line)["epoch"] for line in
-              (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2]
 
 
 def test_nonfinite_loss_fails_with_message(tmp_path):
-    result = _run("experiment=smoke", "optim.lr=1e12", "optim.clip_norm=0",
-                  "optim.schedule=constant", "train.epochs=1", f"hydra.run.dir={tmp_path}")
+    result = _run(
+        "experiment=smoke",
+        "optim.lr=1e12",
+        "optim.clip_norm=0",
+        "optim.schedule=constant",
+        "train.epochs=1",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     summary = _summary(tmp_path)
     assert summary["status"] == "failed"
     assert "optim.lr" in summary["reason"]
+
+
+def test_unconverged_error_policy_stops_run(tmp_path):
+    result = _run("experiment=smoke", "pint=jacobi", "pint.max_iters=1", "pint.on_fail=error",
+                  f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    summary = _summary(tmp_path)
+    assert summary["status"] == "failed"
+    assert "pint.max_iters" in summary["reason"]
+
+
+def test_unconverged_sequential_policy_falls_back(tmp_path):
+    result = _run("experiment=smoke", "pint=jacobi", "pint.max_iters=1",
+                  "pint.on_fail=sequential", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed"
+    assert summary["pint"]["fallbacks"] > 0
+    # Every evaluated batch fell back too, so the outputs are the sequential ones.
+    assert summary["pint"]["max_relative_deviation"] == 0.0
+
+
+def test_growing_compiles_once_per_rank(tmp_path):
+    result = _run("experiment=smoke", "pint=growing", "pint.grow_every=2", "pint.max_rank=3",
+                  "train.epochs=6", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = _summary(tmp_path)
+    # Ranks 1, 2 and 3 (epochs 1-2, 3-4, 5-6): one compilation of the training step each.
+    assert summary["pint"]["basis_rank"] == 3
+    assert summary["timing"]["compile_count"] == 3
+
+
+def test_warm_start_lowers_iterations(tmp_path):
+    means = {}
+    for warm in ("true", "false"):
+        run_dir = tmp_path / warm
+        result = _run("experiment=smoke", "pint=newton", "train.epochs=4",
+                      f"pint.warm_start={warm}", f"hydra.run.dir={run_dir}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        means[warm] = _summary(run_dir)["pint"]["iterations_mean"]
+    assert means["true"] < means["false"]

@@ -30,16 +30,19 @@ SOLVER_NAMES = (
 SOLVERS_WITHOUT_ERROR_ESTIMATE = ("euler", "midpoint", "ralston", "implicit_euler")
 
 METHODS = ("sequential", "jacobi", "parareal", "newton")
-BASES = ("full", "diagonal", "random1d", "none")
+BASES = ("full", "diagonal", "random1d", "growing", "sensitivity", "none")
 SCANS = ("sequential", "associative")
 # Which bases each level-1 method accepts. `newton` needs some approximation of the chunk
 # Jacobian; `jacobi` and `parareal` apply none; `sequential` iterates nothing.
 ALLOWED_BASES = {
     "sequential": ("none",),
     "jacobi": ("none",),
-    "parareal": ("none",),
-    "newton": ("full", "diagonal", "random1d"),
+    # With a basis, parareal corrects its coarse linearisation in that subspace
+    # (Krylov-enhanced parareal).
+    "parareal": BASES,
+    "newton": ("full", "diagonal", "random1d", "growing", "sensitivity"),
 }
+ON_FAIL = ("warn", "error", "sequential")
 ACTIVATIONS = ("tanh", "softplus", "relu", "gelu", "swish")
 ENCODERS = ("identity", "linear", "mlp")
 OPTIMIZERS = ("adam", "adamw", "sgd", "lion")
@@ -131,6 +134,21 @@ class PintConfig:
     scan: str = "sequential"
     # Start each training trajectory's solve from its shooting states of the previous step.
     warm_start: bool = True
+    # Rank of the `sensitivity` basis, and the largest rank of the `growing` basis.
+    max_rank: int = 2
+    # The `growing` basis starts with grow_by random directions and gains grow_by more
+    # every grow_every epochs, up to max_rank.
+    grow_by: int = 1
+    grow_every: int = 2
+    # Levenberg-Marquardt-style damping: the Jacobian approximation A_n is scaled by
+    # 1 / (1 + damping). 0 is plain Newton; large values approach Jacobi.
+    damping: float = 0.0
+    # When max_iters < chunks, a defect that grows this many iterations in a row is
+    # reported as divergence and ends the solve. 0 turns the check off.
+    divergence_window: int = 3
+    # When a solve ends above tolerance: warn (count it), error (stop the run), or
+    # sequential (solve that batch sequentially instead, and count it).
+    on_fail: str = "warn"
 
 
 @dataclass
@@ -296,12 +314,18 @@ def validate(cfg: DictConfig | Config) -> None:
     _positive(errors, "pint.atol", pint.atol)
     if pint.max_iters is not None:
         _at_least(errors, "pint.max_iters", pint.max_iters, 1)
+    _at_least(errors, "pint.max_rank", pint.max_rank, 1)
+    _at_least(errors, "pint.grow_by", pint.grow_by, 1)
+    _at_least(errors, "pint.grow_every", pint.grow_every, 1)
+    _at_least(errors, "pint.damping", pint.damping, 0.0)
+    _at_least(errors, "pint.divergence_window", pint.divergence_window, 0)
+    _choice(errors, "pint.on_fail", pint.on_fail, ON_FAIL)
     if pint.method in ALLOWED_BASES and pint.basis not in ALLOWED_BASES[pint.method]:
         errors.append(
             f"pint.basis={pint.basis} is invalid with pint.method={pint.method}: allowed "
             f"bases are {', '.join(ALLOWED_BASES[pint.method])}."
         )
-    if pint.scan == "associative" and pint.method != "newton":
+    if pint.scan == "associative" and pint.method != "newton":  # parareal's G is nonlinear
         errors.append(
             f"pint.scan=associative is invalid with pint.method={pint.method}: only the affine "
             "correction of newton can run as an associative scan; use pint.scan=sequential."
@@ -341,6 +365,12 @@ def validate(cfg: DictConfig | Config) -> None:
     _choice(errors, "logger.mode", cfg.logger.mode, WANDB_MODES)
     for axis in ("data", "proj", "time"):
         _at_least(errors, f"mesh.{axis}", cfg.mesh[axis], 1)
+        # TODO: shard the batch over `data`, replicas over `proj` and chunks over `time`.
+        if cfg.mesh[axis] > 1:
+            errors.append(
+                f"mesh.{axis}={cfg.mesh[axis]} is not supported yet: runs use one device "
+                "per process for now; set mesh.data=1 mesh.proj=1 mesh.time=1."
+            )
     _choice(errors, "precision", cfg.precision, PRECISIONS)
 
     if errors:

@@ -85,22 +85,38 @@ def build_model(
     if cfg.encoder == "identity":
         enc_layer, encoded = None, input_size
     elif cfg.encoder == "linear":
-        enc_layer, encoded = eqx.nn.Linear(input_size, cfg.latent_size, key=enc_key), cfg.latent_size
+        enc_layer, encoded = (
+            eqx.nn.Linear(input_size, cfg.latent_size, key=enc_key),
+            cfg.latent_size,
+        )
     else:
-        enc_layer = eqx.nn.MLP(input_size, cfg.latent_size, cfg.width, 1,
-                               activation=ACTIVATIONS[cfg.activation], key=enc_key)
+        enc_layer = eqx.nn.MLP(
+            input_size,
+            cfg.latent_size,
+            cfg.width,
+            1,
+            activation=ACTIVATIONS[cfg.activation],
+            key=enc_key,
+        )
         encoded = cfg.latent_size
     state_size = encoded + cfg.augment
 
     # -- vector field; its last layer starts small so that the untrained flow stays near
     # the identity map and the first PinT solves converge quickly.
     mlp = eqx.nn.MLP(
-        state_size + int(cfg.time_dependent), state_size, cfg.width, cfg.depth,
-        activation=ACTIVATIONS[cfg.activation], key=field_key,
+        state_size + int(cfg.time_dependent),
+        state_size,
+        cfg.width,
+        cfg.depth,
+        activation=ACTIVATIONS[cfg.activation],
+        key=field_key,
     )
     last = mlp.layers[-1]
-    mlp = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp,
-                      (last.weight * cfg.final_layer_scale, last.bias * cfg.final_layer_scale))
+    mlp = eqx.tree_at(
+        lambda m: (m.layers[-1].weight, m.layers[-1].bias),
+        mlp,
+        (last.weight * cfg.final_layer_scale, last.bias * cfg.final_layer_scale),
+    )
 
     # -- decoder: identity problems read the observed coordinates back; others a linear map.
     if cfg.encoder == "identity":
@@ -113,7 +129,9 @@ def build_model(
         scale[: len(rate_scale)] = [float(s) for s in rate_scale]
     field = VectorField(mlp, cfg.time_dependent, tuple(scale))
     model = NeuralODE(Encoder(enc_layer, cfg.augment), field, decoder)
-    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model
+    )
 
 
 def rate_scale(targets, mask, ts) -> tuple[float, ...] | None:

@@ -7,7 +7,9 @@ world (console, files, W&B, figures, checkpoints) sits behind `Callbacks`, which
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import equinox as eqx
@@ -20,6 +22,7 @@ from nodepint.config import Config
 from nodepint.integrators import chunk_boundaries, make_propagators
 from nodepint.models import NeuralODE, build_model, rate_scale
 from nodepint.pint import PintSettings
+from nodepint.pint.bases import grow_basis
 from nodepint.problems import Dataset, Problem, make_problem
 from nodepint.training import (
     EpochRecord,
@@ -27,6 +30,7 @@ from nodepint.training import (
     TimeSolver,
     TrainState,
     batches_per_epoch,
+    grow_if_due,
     init_train_state,
     make_optimizer,
     make_steps,
@@ -54,7 +58,11 @@ class Evaluation(NamedTuple):
 class Callbacks(Protocol):
     def on_build(self, info: dict[str, Any]) -> None: ...
 
-    def restore(self, template: TrainState) -> tuple[TrainState, list[EpochRecord]] | None: ...
+    def restore(
+        self, template: Callable[[int], TrainState]
+    ) -> tuple[TrainState, list[EpochRecord]] | None: ...
+
+    def on_warning(self, message: str) -> None: ...
 
     def on_epoch(self, state: TrainState, record: EpochRecord, total_epochs: int) -> None: ...
 
@@ -65,12 +73,37 @@ def solver_for(cfg: Config, ts: np.ndarray) -> TimeSolver:
     """The PinT solver of the run, over the problem's time span."""
     chunks = cfg.pint.chunks
     settings = PintSettings(
-        method=cfg.pint.method, basis=cfg.pint.basis, chunks=chunks, rtol=cfg.pint.rtol,
-        atol=cfg.pint.atol, max_iters=cfg.pint.max_iters or chunks, scan=cfg.pint.scan,
+        method=cfg.pint.method,
+        basis=cfg.pint.basis,
+        chunks=chunks,
+        rtol=cfg.pint.rtol,
+        atol=cfg.pint.atol,
+        max_iters=cfg.pint.max_iters or chunks,
+        scan=cfg.pint.scan,
+        rank=cfg.pint.max_rank,
+        damping=cfg.pint.damping,
+        divergence_window=cfg.pint.divergence_window,
     )
     fine, coarse = make_propagators(cfg.integrator, chunks)
     tau = chunk_boundaries(cfg.problem.t0, cfg.problem.t1, chunks)
-    return TimeSolver(settings, fine, coarse, tau, jnp.asarray(ts), cfg.train.grad)
+    return TimeSolver(
+        settings, fine, coarse, tau, jnp.asarray(ts), cfg.train.grad, cfg.pint.on_fail
+    )
+
+
+def growing_rank(cfg: Config, epochs_done: int) -> int:
+    """Rank of the kept `growing` basis after `epochs_done` epochs (0 for other bases)."""
+    p = cfg.pint
+    if p.basis != "growing":
+        return 0
+    growths = max(epochs_done - 1, 0) // p.grow_every
+    return min(p.max_rank, p.grow_by * (1 + growths))
+
+
+def initial_basis(cfg: Config, size: int, dtype, key) -> jax.Array:
+    """The kept basis before training: grow_by random directions for `growing`, else empty."""
+    empty = jnp.zeros((size, 0), dtype=dtype)
+    return grow_basis(empty, growing_rank(cfg, 0), key) if growing_rank(cfg, 0) else empty
 
 
 def relative_deviation(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,8 +135,7 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
     rates = None
     if problem.task == "regression":
         rates = rate_scale(data.train.targets, data.train.mask, problem.observation_times())
-    model = build_model(cfg.model, problem.input_size, problem.output_size, model_key, dtype,
-                        rates)
+    model = build_model(cfg.model, problem.input_size, problem.output_size, model_key, dtype, rates)
     solver = solver_for(cfg, problem.observation_times())
     info = {
         "problem": problem.name,
@@ -122,11 +154,11 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
     return problem, data, model, solver, info
 
 
-def evaluate(problem, data, model, solver, steps, key) -> tuple[Evaluation, dict[str, float]]:
+def evaluate(problem, data, model, solver, steps, kept, key) -> tuple[Evaluation, dict[str, float]]:
     """Test-set metrics of `model`, with the PinT solve checked against the sequential one."""
     test = data.test
     (pint_outputs, stats), pint_seconds = _timed(
-        steps.evaluate, model, test.inputs, test.targets, test.mask, key
+        steps.evaluate, model, test.inputs, test.targets, test.mask, kept, key
     )
     sequential = solver.with_method("sequential")
     seq_eval = eqx.filter_jit(lambda m, x, k: sequential.predict_batch(m, x, k)[0])
@@ -134,7 +166,9 @@ def evaluate(problem, data, model, solver, steps, key) -> tuple[Evaluation, dict
 
     shown = min(3, test.inputs.shape[0])
     dense_ts = np.linspace(float(solver.tau[0]), float(solver.tau[-1]), 201)
-    dense = eqx.tree_at(lambda s: s.ts, solver, jnp.asarray(dense_ts))
+    # The dense curves for figures come from the sequential solve, which the PinT solve
+    # matches to its tolerance (max_relative_deviation), and which compiles faster.
+    dense = dataclasses.replace(sequential, ts=jnp.asarray(dense_ts))
     dense_outputs = eqx.filter_jit(lambda m, x, k: dense.predict_batch(m, x, k)[0])(
         model, test.inputs[:shown], key
     )
@@ -142,15 +176,24 @@ def evaluate(problem, data, model, solver, steps, key) -> tuple[Evaluation, dict
         "test_loss": float(stats.loss),
         "pint_solve_seconds": pint_seconds,
         "sequential_solve_seconds": seq_seconds,
-        "max_relative_deviation": relative_deviation(np.asarray(pint_outputs),
-                                                     np.asarray(seq_outputs)),
+        "max_relative_deviation": relative_deviation(
+            np.asarray(pint_outputs), np.asarray(seq_outputs)
+        ),
     }
     if problem.task == "classification":
         metrics["test_accuracy"] = float(stats.accuracy)
     evaluation = Evaluation(
-        problem.name, problem.task, problem.output_names, np.asarray(solver.ts), data, np.asarray(pint_outputs),
-        np.asarray(seq_outputs), jax.tree_util.tree_map(np.asarray, stats), dense_ts,
-        np.asarray(dense_outputs), model,
+        problem.name,
+        problem.task,
+        problem.output_names,
+        np.asarray(solver.ts),
+        data,
+        np.asarray(pint_outputs),
+        np.asarray(seq_outputs),
+        jax.tree_util.tree_map(np.asarray, stats),
+        dense_ts,
+        np.asarray(dense_outputs),
+        model,
     )
     return evaluation, metrics
 
@@ -168,27 +211,56 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     steps = make_steps(solver, optimizer, problem.task)
     train_key, eval_key = jr.split(jr.fold_in(jr.PRNGKey(cfg.seed), 1))
 
-    _, untrained = steps.evaluate(model, data.test.inputs, data.test.targets, data.test.mask,
-                                  eval_key)
-    state = init_train_state(model, optimizer, steps, data.train)
+    size = int(info["state_size"])
+    basis_key, grow_key = jr.split(jr.fold_in(jr.PRNGKey(cfg.seed), 2))
+    kept = initial_basis(cfg, size, data.train.inputs.dtype, basis_key)
+    _, untrained = steps.evaluate(
+        model, data.test.inputs, data.test.targets, data.test.mask, kept, eval_key
+    )
+    state = init_train_state(model, optimizer, steps, data.train, kept)
     history: list[EpochRecord] = []
-    restored = callbacks.restore(state) if cfg.train.resume else None
+
+    def template(epochs_done: int) -> TrainState:
+        rank = growing_rank(cfg, epochs_done)
+        return state._replace(kept=jnp.zeros((size, rank), dtype=kept.dtype))
+
+    restored = callbacks.restore(template) if cfg.train.resume else None
     if restored is not None:
         state, history = restored
 
     # -- train
     train_start = time.perf_counter()
     for epoch in range(int(state.epoch), cfg.train.epochs):
-        state, record = train_epoch(state, steps, data.train, data.val, cfg.train,
-                                    cfg.pint.warm_start, jr.fold_in(train_key, epoch),
-                                    time.perf_counter, ts=np.asarray(solver.ts))
+        p = cfg.pint
+        state = grow_if_due(
+            state, p.basis, p.grow_by, p.grow_every, p.max_rank, jr.fold_in(grow_key, epoch)
+        )
+        state, record = train_epoch(
+            state,
+            steps,
+            data.train,
+            data.val,
+            cfg.train,
+            cfg.pint.warm_start,
+            jr.fold_in(train_key, epoch),
+            time.perf_counter,
+            ts=np.asarray(solver.ts),
+            on_fail=cfg.pint.on_fail,
+        )
+        if record.nonconverged and cfg.pint.on_fail == "warn":
+            callbacks.on_warning(
+                f"epoch {record.epoch}: {record.nonconverged} PinT solves stopped above "
+                "tolerance (pint.max_iters reached); the loss used their last iterate."
+            )
         history.append(record)
         callbacks.on_epoch(state, record, cfg.train.epochs)
     train_seconds = time.perf_counter() - train_start
 
     # -- evaluate
     final_model = state.best_model if cfg.train.keep_best else state.model
-    evaluation, test_metrics = evaluate(problem, data, final_model, solver, steps, eval_key)
+    evaluation, test_metrics = evaluate(
+        problem, data, final_model, solver, steps, state.kept, eval_key
+    )
     callbacks.on_evaluate(evaluation, history)
 
     # -- report
@@ -217,8 +289,13 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
             "iterations_mean": float(np.mean(its)) if its else float(eval_its.mean()),
             "iterations_max": int(max([r.iterations_max for r in history] + [eval_its.max()])),
             "test_iterations_mean": float(eval_its.mean()),
-            "nonconverged": int(sum(r.nonconverged for r in history)
-                                + np.sum(~np.asarray(evaluation.stats.converged))),
+            "diverged": int(sum(r.diverged for r in history)),
+            "fallbacks": int(sum(r.fallbacks for r in history)),
+            "basis_rank": int(state.kept.shape[1]),
+            "nonconverged": int(
+                sum(r.nonconverged for r in history)
+                + np.sum(~np.asarray(evaluation.stats.converged))
+            ),
             "max_relative_deviation": test_metrics["max_relative_deviation"],
         },
         "combo": {"name": cfg.combo.name, "train": cfg.combo.train, "control": cfg.combo.control},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -19,12 +20,17 @@ from nodepint.gradients import pint_solve_implicit
 from nodepint.integrators import Propagator
 from nodepint.models import NeuralODE, field_function
 from nodepint.pint import PintSettings, observe, pint_solve
-from nodepint.pint.solve import PintSolution, _coarse_sweep
+from nodepint.pint.bases import grow_basis
+from nodepint.pint.solve import _coarse_sweep
 from nodepint.problems import Split
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class PintNotConvergedError(RuntimeError):
+    """A PinT solve reached pint.max_iters above tolerance and pint.on_fail=error."""
 
 
 class TimeSolver(eqx.Module):
@@ -38,26 +44,61 @@ class TimeSolver(eqx.Module):
     # How reverse mode differentiates the solve: "implicit" (adjoint recurrence at the
     # converged states) or "unroll" (through the recorded iterations).
     grad: str = eqx.field(static=True, default="implicit")
+    # "sequential" replaces a batch's PinT states by the sequential solve when any of its
+    # solves did not converge; "error" and "warn" are handled by the training loop.
+    on_fail: str = eqx.field(static=True, default="warn")
 
     def with_method(self, method: str, basis: str = "none") -> TimeSolver:
-        settings = PintSettings(method, basis, self.settings.chunks, self.settings.rtol,
-                                self.settings.atol, self.settings.max_iters, "sequential")
-        return eqx.tree_at(lambda s: s.settings, self, settings)
+        settings = dataclasses.replace(self.settings, method=method, basis=basis, scan="sequential")
+        return dataclasses.replace(self, settings=settings)
 
-    def predict(self, model: NeuralODE, x, key, guess=None) -> tuple[Array, PintSolution]:
+    def predict(self, model: NeuralODE, x, key, guess=None, kept=None):
         """Outputs of one input at the observation times, and the PinT solution behind them."""
         z0 = model.encoder(x)
         solve = pint_solve_implicit if self.grad == "implicit" else pint_solve
-        sol = solve(self.settings, self.fine, self.coarse, field_function, z0, self.tau,
-                    model.field, key, guess)
-        zs = observe(self.fine, field_function, sol.states, self.tau, self.ts, model.field)
-        return jax.vmap(model.decoder)(zs), sol
+        sol = solve(
+            self.settings,
+            self.fine,
+            self.coarse,
+            field_function,
+            z0,
+            self.tau,
+            model.field,
+            key,
+            guess,
+            kept=kept,
+        )
+        return self.decode(model, sol.states), sol
 
-    def predict_batch(self, model, inputs, key, guesses=None):
+    def decode(self, model: NeuralODE, states):
+        zs = observe(self.fine, field_function, states, self.tau, self.ts, model.field)
+        return jax.vmap(model.decoder)(zs)
+
+    def predict_batch(self, model, inputs, key, guesses=None, kept=None):
+        """Outputs and PinT solutions of a batch; see `on_fail` for non-converged solves."""
         keys = jr.split(key, inputs.shape[0])
         if guesses is None:
-            return jax.vmap(lambda x, k: self.predict(model, x, k))(inputs, keys)
-        return jax.vmap(lambda x, k, g: self.predict(model, x, k, g))(inputs, keys, guesses)
+            outputs, sol = jax.vmap(lambda x, k: self.predict(model, x, k, None, kept))(
+                inputs, keys
+            )
+        else:
+            outputs, sol = jax.vmap(lambda x, k, g: self.predict(model, x, k, g, kept))(
+                inputs, keys, guesses
+            )
+        if self.on_fail != "sequential" or self.settings.method == "sequential":
+            return outputs, sol
+
+        # A real branch (outside the vmap), so the sequential solve runs only when needed.
+        sequential = self.with_method("sequential")
+
+        def fallback(_):
+            seq_outputs, seq_sol = jax.vmap(lambda x, k: sequential.predict(model, x, k))(
+                inputs, keys
+            )
+            # Keep the PinT attempt's iteration counts and flags, so that fallbacks are counted.
+            return seq_outputs, sol._replace(states=seq_sol.states)
+
+        return jax.lax.cond(jnp.all(sol.converged), lambda _: (outputs, sol), fallback, None)
 
     def initial_guesses(self, model, inputs):
         """Coarse sweeps from every input: the first shooting states before any warm start."""
@@ -88,8 +129,13 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     elif cfg.schedule == "cosine":
         lr = optax.cosine_decay_schedule(cfg.lr, total_steps, alpha=0.01)
     else:
-        lr = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, min(cfg.warmup_steps, total_steps - 1),
-                                                total_steps, end_value=0.01 * cfg.lr)
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0,
+            cfg.lr,
+            min(cfg.warmup_steps, total_steps - 1),
+            total_steps,
+            end_value=0.01 * cfg.lr,
+        )
     optimizers = {
         "adam": lambda: optax.adam(lr),
         "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
@@ -108,6 +154,11 @@ class StepStats(NamedTuple):
     iterations: Array  # per trajectory
     residuals: Array  # per trajectory and iteration
     converged: Array  # per trajectory
+    diverged: Array  # per trajectory
+
+
+def _stats(loss, accuracy, sol) -> StepStats:
+    return StepStats(loss, accuracy, sol.iterations, sol.residuals, sol.converged, sol.diverged)
 
 
 class Steps(NamedTuple):
@@ -121,29 +172,30 @@ def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
     """Build the jitted training and evaluation steps; count the training step's compilations."""
     traces = {"train": 0}
 
-    def loss_fn(params, static, inputs, targets, mask, guesses, key):
+    def loss_fn(params, static, inputs, targets, mask, guesses, kept, key):
         model = eqx.combine(params, static)
-        outputs, sol = solver.predict_batch(model, inputs, key, guesses)
+        outputs, sol = solver.predict_batch(model, inputs, key, guesses, kept)
         loss, accuracy = batch_loss(task, outputs, targets, mask)
         return loss, (accuracy, sol)
 
     @eqx.filter_jit
-    def train_step(model, opt_state, inputs, targets, mask, guesses, key):
+    def train_step(model, opt_state, inputs, targets, mask, guesses, kept, key):
         # Runs once per compilation (while JAX traces), never per call.
         traces["train"] += 1
         params, static = eqx.partition(model, eqx.is_inexact_array)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (accuracy, sol)), grads = grad_fn(params, static, inputs, targets, mask, guesses, key)
+        (loss, (accuracy, sol)), grads = grad_fn(
+            params, static, inputs, targets, mask, guesses, kept, key
+        )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
-        stats = StepStats(loss, accuracy, sol.iterations, sol.residuals, sol.converged)
-        return model, opt_state, sol.states, stats
+        return model, opt_state, sol.states, _stats(loss, accuracy, sol)
 
     @eqx.filter_jit
-    def evaluate(model, inputs, targets, mask, key):
-        outputs, sol = solver.predict_batch(model, inputs, key)
+    def evaluate(model, inputs, targets, mask, kept, key):
+        outputs, sol = solver.predict_batch(model, inputs, key, None, kept)
         loss, accuracy = batch_loss(task, outputs, targets, mask)
-        return outputs, StepStats(loss, accuracy, sol.iterations, sol.residuals, sol.converged)
+        return outputs, _stats(loss, accuracy, sol)
 
     guesses = eqx.filter_jit(solver.initial_guesses)
     return Steps(train_step, evaluate, guesses, lambda: traces["train"])
@@ -154,6 +206,8 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
     # Converged shooting states of every training trajectory (warm starts).
     guesses: Array
+    # The kept basis (state, rank) of pint.basis=growing; (state, 0) for the other bases.
+    kept: Array
     best_model: NeuralODE
     best_val_loss: Array
     epoch: Array
@@ -168,16 +222,30 @@ class EpochRecord(NamedTuple):
     iterations_mean: float
     iterations_max: int
     residual_final: float
+    # Median over the epoch's solves of the defect after 0, 1, ... corrections.
+    residual_history: list
     nonconverged: int
+    diverged: int
+    # Batches solved sequentially instead (pint.on_fail=sequential).
+    fallbacks: int
+    basis_rank: int
     epoch_seconds: float
     compile_count: int
 
 
-def init_train_state(model, optimizer, steps: Steps, train: Split) -> TrainState:
+def init_train_state(model, optimizer, steps: Steps, train: Split, kept) -> TrainState:
     params = eqx.filter(model, eqx.is_inexact_array)
     guesses = steps.guesses(model, train.inputs)
-    return TrainState(model, optimizer.init(params), guesses, model,
-                      jnp.array(jnp.inf), jnp.array(0), jnp.array(0))
+    return TrainState(
+        model,
+        optimizer.init(params),
+        guesses,
+        kept,
+        model,
+        jnp.array(jnp.inf),
+        jnp.array(0),
+        jnp.array(0),
+    )
 
 
 def batches_per_epoch(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
@@ -196,16 +264,27 @@ def horizon_mask(cfg: TrainConfig, epoch: int, ts) -> np.ndarray:
     return (ts <= cutoff + 1e-12 * abs(ts[-1] - ts[0])).astype(ts.dtype)
 
 
-def train_epoch(state: TrainState, steps: Steps, data: Split, val: Split, cfg: TrainConfig,
-                warm_start: bool, key: PRNGKeyArray, clock: Callable[[], float], ts=None):
+def train_epoch(
+    state: TrainState,
+    steps: Steps,
+    data: Split,
+    val: Split,
+    cfg: TrainConfig,
+    warm_start: bool,
+    key: PRNGKeyArray,
+    clock: Callable[[], float],
+    ts=None,
+    on_fail: str = "warn",
+):
     """One pass over the training set; returns the new state and the epoch's record."""
     start = clock()
     horizon = 1.0 if ts is None else horizon_mask(cfg, int(state.epoch), ts)[None, :]
     size, n_batches = batches_per_epoch(cfg, data.inputs.shape[0])
     order_key, step_key, val_key = jr.split(key, 3)
     order = np.asarray(jr.permutation(order_key, data.inputs.shape[0]))
-    model, opt_state, guesses = state.model, state.opt_state, state.guesses
-    losses, iterations, finals, failures = [], [], [], 0
+    model, opt_state, guesses, kept = state.model, state.opt_state, state.guesses, state.kept
+    losses, iterations, finals, histories, failures, diverged = [], [], [], [], 0, 0
+    failed_batches = 0
 
     for b in range(n_batches):
         idx = order[b * size : (b + 1) * size]
@@ -214,8 +293,14 @@ def train_epoch(state: TrainState, steps: Steps, data: Split, val: Split, cfg: T
         else:
             batch_guess = steps.guesses(model, data.inputs[idx])
         model, opt_state, new_states, stats = steps.train(
-            model, opt_state, data.inputs[idx], data.targets[idx], data.mask[idx] * horizon,
-            batch_guess, jr.fold_in(step_key, b),
+            model,
+            opt_state,
+            data.inputs[idx],
+            data.targets[idx],
+            data.mask[idx] * horizon,
+            batch_guess,
+            kept,
+            jr.fold_in(step_key, b),
         )
         loss = float(stats.loss)
         if not math.isfinite(loss):
@@ -230,23 +315,70 @@ def train_epoch(state: TrainState, steps: Steps, data: Split, val: Split, cfg: T
         its = np.asarray(stats.iterations)
         res = np.asarray(stats.residuals)
         finals.append(res[np.arange(len(its)), its])
+        histories.append(res)
         failures += int(np.sum(~np.asarray(stats.converged)))
+        diverged += int(np.sum(np.asarray(stats.diverged)))
+        failed_batches += int(not np.all(np.asarray(stats.converged)))
+        if on_fail == "error" and not np.all(np.asarray(stats.converged)):
+            worst = float(np.nanmax(res[np.arange(len(its)), its]))
+            raise PintNotConvergedError(
+                f"{int(np.sum(~np.asarray(stats.converged)))} PinT solves of batch {b + 1} in "
+                f"epoch {int(state.epoch) + 1} stopped at pint.max_iters with a defect norm of "
+                f"{worst:.3g} (tolerance 1): raise pint.max_iters (at most pint.chunks "
+                "iterations are ever needed), set pint.damping > 0 for a chaotic problem, or "
+                "set pint.on_fail=sequential to fall back to the sequential solve."
+            )
 
     # -- validation with the updated parameters, from fresh coarse sweeps
-    _, val_stats = steps.evaluate(model, val.inputs, val.targets, val.mask, val_key)
+    _, val_stats = steps.evaluate(model, val.inputs, val.targets, val.mask, kept, val_key)
     val_loss = float(val_stats.loss)
     better = val_loss < float(state.best_val_loss) or not cfg.keep_best
     iterations = np.concatenate(iterations)
     state = TrainState(
-        model, opt_state, guesses,
+        model,
+        opt_state,
+        guesses,
+        kept,
         model if better else state.best_model,
         jnp.array(min(val_loss, float(state.best_val_loss)) if cfg.keep_best else val_loss),
-        state.epoch + 1, state.step + n_batches,
+        state.epoch + 1,
+        state.step + n_batches,
     )
     record = EpochRecord(
-        epoch=int(state.epoch), train_loss=float(np.mean(losses)), val_loss=val_loss,
-        val_accuracy=float(val_stats.accuracy), iterations_mean=float(iterations.mean()),
-        iterations_max=int(iterations.max()), residual_final=float(np.max(np.concatenate(finals))),
-        nonconverged=failures, epoch_seconds=clock() - start, compile_count=steps.compile_count(),
+        epoch=int(state.epoch),
+        train_loss=float(np.mean(losses)),
+        val_loss=val_loss,
+        val_accuracy=float(val_stats.accuracy),
+        iterations_mean=float(iterations.mean()),
+        iterations_max=int(iterations.max()),
+        residual_final=float(np.max(np.concatenate(finals))),
+        residual_history=_median_history(np.concatenate(histories)),
+        nonconverged=failures,
+        diverged=diverged,
+        fallbacks=failed_batches if on_fail == "sequential" else 0,
+        basis_rank=int(kept.shape[1]),
+        epoch_seconds=clock() - start,
+        compile_count=steps.compile_count(),
     )
     return state, record
+
+
+def _median_history(residuals: np.ndarray) -> list:
+    """Median over solves of each iteration's defect, ignoring solves that stopped earlier."""
+    with np.errstate(all="ignore"):
+        finite = np.where(np.isfinite(residuals), residuals, np.nan)
+        counts = np.sum(np.isfinite(finite), axis=0)
+        medians = [float(np.nanmedian(finite[:, i])) for i in range(finite.shape[1]) if counts[i]]
+    return medians
+
+
+def grow_if_due(
+    state: TrainState, basis: str, grow_by: int, grow_every: int, max_rank: int, key: PRNGKeyArray
+) -> TrainState:
+    """Add `grow_by` random directions to the kept basis every `grow_every` epochs."""
+    epoch = int(state.epoch)
+    rank = state.kept.shape[1]
+    if basis != "growing" or epoch == 0 or epoch % grow_every or rank >= max_rank:
+        return state
+    kept = grow_basis(state.kept, min(grow_by, max_rank - rank), key)
+    return state._replace(kept=kept)

@@ -25,20 +25,23 @@ from nodepint.pint.solve import PintSolution, pint_solve
 
 
 @eqx.filter_custom_vjp
-def _solve(vjp_arg, settings, fine, coarse, field, tau, key, guess):
+def _solve(vjp_arg, settings, fine, coarse, field, tau, key, guess, kept):
     y0, args = vjp_arg
-    return pint_solve(settings, fine, coarse, field, y0, tau, args, key, guess, loop="lax")
+    return pint_solve(
+        settings, fine, coarse, field, y0, tau, args, key, guess, loop="lax", kept=kept
+    )
 
 
 @_solve.def_fwd
-def _solve_fwd(perturbed, vjp_arg, settings, fine, coarse, field, tau, key, guess):
-    sol = _solve.fn(vjp_arg, settings, fine, coarse, field, tau, key, guess)
+def _solve_fwd(perturbed, vjp_arg, settings, fine, coarse, field, tau, key, guess, kept):
+    sol = _solve.fn(vjp_arg, settings, fine, coarse, field, tau, key, guess, kept)
     return sol, sol.states
 
 
 @_solve.def_bwd
-def _solve_bwd(states, grad_obj, perturbed, vjp_arg, settings, fine, coarse, field, tau, key,
-               guess):
+def _solve_bwd(
+    states, grad_obj, perturbed, vjp_arg, settings, fine, coarse, field, tau, key, guess, kept
+):
     y0, args = vjp_arg
     g = grad_obj.states
     if g is None:
@@ -71,6 +74,8 @@ def _solve_bwd(states, grad_obj, perturbed, vjp_arg, settings, fine, coarse, fie
     return adjoint[0], grad_params
 
 
-def pint_solve_implicit(settings, fine, coarse, field, y0, tau, args, key, guess=None) -> PintSolution:
+def pint_solve_implicit(
+    settings, fine, coarse, field, y0, tau, args, key, guess=None, kept=None
+) -> PintSolution:
     """`pint_solve` whose reverse-mode derivative comes from the adjoint recurrence above."""
-    return _solve((y0, args), settings, fine, coarse, field, tau, key, guess)
+    return _solve((y0, args), settings, fine, coarse, field, tau, key, guess, kept)

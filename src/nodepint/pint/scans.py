@@ -50,7 +50,14 @@ def associative_scan(
         w2, c2, v2, b2 = later
         mix = jnp.einsum("...dr,...ds->...rs", v2, w1)
         c = c2 @ mix @ c1
-        b = jnp.einsum("...dr,...r->...d", w2, jnp.einsum("...rs,...s->...r", c2, jnp.einsum("...dr,...d->...r", v2, b1))) + b2
+        b = (
+            jnp.einsum(
+                "...dr,...r->...d",
+                w2,
+                jnp.einsum("...rs,...s->...r", c2, jnp.einsum("...dr,...d->...r", v2, b1)),
+            )
+            + b2
+        )
         return w2, c, v1, b
 
     _, _, _, es = jax.lax.associative_scan(compose, (w, core, v, b))

@@ -39,6 +39,13 @@ class PintSettings(eqx.Module):
     atol: float = eqx.field(static=True)
     max_iters: int = eqx.field(static=True)
     scan: str = eqx.field(static=True)
+    # Krylov directions of the `sensitivity` basis.
+    rank: int = eqx.field(static=True, default=1)
+    # A_n is scaled by 1 / (1 + damping): 0 is Newton, large values approach Jacobi.
+    damping: float = eqx.field(static=True, default=0.0)
+    # Divergence: the defect grows this many iterations in a row while max_iters < chunks
+    # (0: never).
+    divergence_window: int = eqx.field(static=True, default=3)
 
 
 class PintSolution(NamedTuple):
@@ -48,6 +55,8 @@ class PintSolution(NamedTuple):
     # Defect norm after 0, 1, ... corrections (the stopping test passes at <= 1).
     residuals: Float[Array, " max_iters+1"]
     converged: Bool[Array, ""]
+    # The defect grew for `divergence_window` iterations in a row and the loop stopped.
+    diverged: Bool[Array, ""]
 
 
 def _defect_norm(fine_ends, states, rtol, atol):
@@ -80,7 +89,14 @@ def _fine_ends(fine, field, states, tau, args):
     return fine_all(field, states[:-1], tau[:-1], tau[1:], args)
 
 
-def _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args, key):
+def _factors(settings, propagator, field, states, tau, args, key, kept):
+    w, v = jacobian_factors(
+        settings.basis, propagator, field, states, tau, args, key, kept, settings.rank
+    )
+    return w / (1.0 + settings.damping), v
+
+
+def _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args, key, kept):
     """The correction of one PinT iteration, given F_n(U_n) of every chunk."""
     if settings.method == "jacobi":
         return jnp.concatenate([y0[None], fine_ends])
@@ -88,19 +104,32 @@ def _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args, ke
     if settings.method == "parareal":
         coarse_all = jax.vmap(coarse, in_axes=(None, 0, 0, 0, None))
         jump = fine_ends - coarse_all(field, states[:-1], tau[:-1], tau[1:], args)
+        # Krylov-enhanced parareal: in the span of V_n, replace the coarse linearisation by
+        # the fine one, adding (J_F - J_G) V V^T (U'_n - U_n) to the coarse prediction.
+        w_fine, v = _factors(settings, fine, field, states, tau, args, key, kept)
+        w_coarse, _ = jacobian_factors(
+            settings.basis, coarse, field, states, tau, args, key, kept, settings.rank
+        )
+        if settings.basis in ("random1d", "sensitivity"):
+            # Random directions must be the same for both propagators.
+            w_coarse = jax.vmap(lambda y, t0, t1, vn: coarse.jvp(field, y, t0, t1, args, vn))(
+                states[:-1], tau[:-1], tau[1:], v
+            )
+        w = w_fine - w_coarse
 
         def step(y, inputs):
-            t_start, t_end, jump_n = inputs
-            y_next = coarse(field, y, t_start, t_end, args) + jump_n
+            t_start, t_end, jump_n, w_n, v_n, u_n = inputs
+            y_next = coarse(field, y, t_start, t_end, args) + jump_n + w_n @ (v_n.T @ (y - u_n))
             return y_next, y_next
 
-        _, ys = jax.lax.scan(step, y0, (tau[:-1], tau[1:], jump))
+        inputs = (tau[:-1], tau[1:], jump, w, v, states[:-1])
+        _, ys = jax.lax.scan(step, y0, inputs)
         return jnp.concatenate([y0[None], ys])
 
     # -- newton: the affine recurrence for the update e_n = U'_n - U_n
     # The Jacobian approximation carries no derivative (jvp stops it): at convergence it
     # multiplies an update of zero, so the fixed point and its derivative do not depend on it.
-    w, v = jacobian_factors(settings.basis, fine, field, states, tau, args, key)
+    w, v = _factors(settings, fine, field, states, tau, args, key, kept)
     b = fine_ends - states[1:]
     e0 = y0 - states[0]
     updates = SCANS[settings.scan](w, v, b, e0)
@@ -118,6 +147,7 @@ def pint_solve(
     key: PRNGKeyArray,
     guess: Float[Array, "chunks+1 state"] | None = None,
     loop: str = "checkpointed",
+    kept: Float[Array, "state rank"] | None = None,
 ) -> PintSolution:
     """Solve for the shooting states of one trajectory.
 
@@ -130,6 +160,7 @@ def pint_solve(
         args: passed to `field` (the model's parameters); derivatives flow through it.
         key: random key for the random bases; iteration k uses fold_in(key, k).
         guess: initial shooting states (a warm start); None means a coarse sweep.
+        kept: the kept basis of the `growing` basis; None for the others.
         loop: "checkpointed" records the iterations for reverse-mode differentiation
             (unrolled DP); "lax" records nothing and cannot be differentiated in reverse.
 
@@ -140,7 +171,9 @@ def pint_solve(
     residuals0 = jnp.full((settings.max_iters + 1,), jnp.nan, dtype=y0.dtype)
     if settings.method == "sequential":
         states = sequential_states(fine, field, y0, tau, args)
-        return PintSolution(states, jnp.array(0), residuals0.at[0].set(0.0), jnp.array(True))
+        return PintSolution(
+            states, jnp.array(0), residuals0.at[0].set(0.0), jnp.array(True), jnp.array(False)
+        )
 
     if guess is None:
         guess = _coarse_sweep(coarse, field, y0, tau, args)
@@ -149,28 +182,47 @@ def pint_solve(
         guess = jnp.where(jnp.isfinite(guess), guess, y0)
     guess = guess.at[0].set(y0)
 
+    # N iterations make every method exact, so a growing defect counts as divergence (and
+    # ends the loop) only when max_iters < N. Transient growth is normal for jacobi and
+    # random bases on chaotic problems before the exact front arrives.
+    stop_on_divergence = settings.max_iters < settings.chunks
+
     def cond(carry):
-        k, _, _, _, done = carry
-        return (k < settings.max_iters) & ~done
+        k, _, _, _, done, diverged, _, _ = carry
+        return (k < settings.max_iters) & ~done & ~(diverged & stop_on_divergence)
 
     def body(carry):
-        k, states, fine_ends, residuals, _ = carry
+        k, states, fine_ends, residuals, _, diverged, growth, size = carry
         new = _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args,
-                       jr.fold_in(key, k))
+                       jr.fold_in(key, k), kept)
         # The fine solves of the new iterate serve both its defect and the next correction.
         new_ends = _fine_ends(fine, field, new, tau, args)
         defect = _defect_norm(new_ends, new, settings.rtol, settings.atol)
         k = k + 1
         done = (defect <= 1.0) | (k >= settings.chunks)
-        return k, new, new_ends, residuals.at[k].set(defect), done
+        # Divergence is judged on the unweighted defect, because the weighted one saturates
+        # at 1/rtol once the iterates themselves blow up.
+        new_size = jnp.max(jnp.abs(new_ends - new[1:]))
+        growth = jnp.where(new_size > size, growth + 1, 0)
+        diverged = diverged | (
+            stop_on_divergence
+            & ~done
+            & (settings.divergence_window > 0)
+            & (growth >= settings.divergence_window)
+        )
+        residuals = residuals.at[k].set(defect)
+        return k, new, new_ends, residuals, done, diverged, growth, new_size
 
     ends = _fine_ends(fine, field, guess, tau, args)
     defect = _defect_norm(ends, guess, settings.rtol, settings.atol)
-    init = (jnp.array(0), guess, ends, residuals0.at[0].set(defect), defect <= 1.0)
-    k, states, _, residuals, done = eqx.internal.while_loop(
+    size = jnp.max(jnp.abs(ends - guess[1:]))
+    false = jnp.array(False)
+    init = (jnp.array(0), guess, ends, residuals0.at[0].set(defect), defect <= 1.0, false,
+            jnp.array(0), size)
+    k, states, _, residuals, done, diverged, _, _ = eqx.internal.while_loop(
         cond, body, init, max_steps=settings.max_iters, kind=loop
     )
-    return PintSolution(states, k, residuals, done)
+    return PintSolution(states, k, residuals, done, diverged)
 
 
 def observe(

@@ -58,7 +58,7 @@ class Problem(abc.ABC):
         self.params: dict[str, Any] = {**self.default_params, **cfg.params}
         self.check_params()
 
-    def check_params(self) -> None:
+    def check_params(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Raise `ConfigError` for parameter values the problem cannot run with."""
 
     @property
@@ -138,5 +138,11 @@ def trajectory_dataset(
         ys = jnp.asarray(noisy[idx])
         return Split(ys[:, 0, :], ys, jnp.ones(ys.shape[:2]))
 
-    return Dataset(subset(train), subset(val), subset(test), jnp.asarray(ts),
-                   jnp.asarray(mean), jnp.asarray(std))
+    return Dataset(
+        subset(train),
+        subset(val),
+        subset(test),
+        jnp.asarray(ts),
+        jnp.asarray(mean),
+        jnp.asarray(std),
+    )

@@ -42,8 +42,15 @@ class Digits(Problem):
         )
 
         def subset(idx):
-            return Split(jnp.asarray(pixels[idx]), jnp.asarray(labels[idx]),
-                         jnp.ones((len(idx), 1)))
+            return Split(
+                jnp.asarray(pixels[idx]), jnp.asarray(labels[idx]), jnp.ones((len(idx), 1))
+            )
 
-        return Dataset(subset(train), subset(val), subset(test),
-                       jnp.asarray(self.observation_times()), jnp.zeros(10), jnp.ones(10))
+        return Dataset(
+            subset(train),
+            subset(val),
+            subset(test),
+            jnp.asarray(self.observation_times()),
+            jnp.zeros(10),
+            jnp.ones(10),
+        )

@@ -47,8 +47,14 @@ class Lorenz(Problem):
         times = np.sort(burn_in + np.asarray(jr.uniform(key, (n,))) * 10.0 * n)
         times = np.concatenate([[0.0], times])
         start = jnp.array([1.0, 1.0, 1.0])
-        ys = reference_solve(lorenz_field, start[None], jnp.asarray(times), self.field_args(),
-                             c.reference_rtol, c.reference_atol)
+        ys = reference_solve(
+            lorenz_field,
+            start[None],
+            jnp.asarray(times),
+            self.field_args(),
+            c.reference_rtol,
+            c.reference_atol,
+        )
         return ys[0, 1:]
 
     def make_data(self, key):
@@ -56,6 +62,12 @@ class Lorenz(Problem):
         ic_key, data_key = jr.split(key)
         ts = self.observation_times()
         y0s = self.initial_states(ic_key, c.n_trajectories)
-        clean = reference_solve(lorenz_field, y0s, jnp.asarray(ts), self.field_args(),
-                                c.reference_rtol, c.reference_atol)
+        clean = reference_solve(
+            lorenz_field,
+            y0s,
+            jnp.asarray(ts),
+            self.field_args(),
+            c.reference_rtol,
+            c.reference_atol,
+        )
         return trajectory_dataset(data_key, np.asarray(clean), ts, c)

@@ -53,6 +53,12 @@ class LotkaVolterra(Problem):
         ic_key, data_key = jr.split(key)
         ts = self.observation_times()
         y0s = self.initial_states(ic_key, c.n_trajectories)
-        clean = reference_solve(lotka_volterra_field, y0s, jnp.asarray(ts), self.field_args(),
-                                c.reference_rtol, c.reference_atol)
+        clean = reference_solve(
+            lotka_volterra_field,
+            y0s,
+            jnp.asarray(ts),
+            self.field_args(),
+            c.reference_rtol,
+            c.reference_atol,
+        )
         return trajectory_dataset(data_key, np.asarray(clean), ts, c)

@@ -79,5 +79,11 @@ class LynxHare(Problem):
             mask[idx] = 1.0
             return mask
 
-        return Dataset(split(train_mask), split(only(val_idx)), split(only(test_idx)),
-                       jnp.asarray(ts), jnp.asarray(mean), jnp.asarray(std))
+        return Dataset(
+            split(train_mask),
+            split(only(val_idx)),
+            split(only(test_idx)),
+            jnp.asarray(ts),
+            jnp.asarray(mean),
+            jnp.asarray(std),
+        )

@@ -43,19 +43,33 @@ class RunReporter:
     def on_build(self, info: dict[str, Any]) -> None:
         log.info(
             "%s: %d/%d/%d train/val/test trajectories, state size %d",
-            info["problem"], info["train"], info["val"], info["test"], info["state_size"],
+            info["problem"],
+            info["train"],
+            info["val"],
+            info["test"],
+            info["state_size"],
         )
         log.info(
             "PinT %s: %d chunks on %d %s device(s), fine %s, coarse %s; batch %d x %d per epoch",
-            info["pint"], info["chunks"], info["devices"], info["backend"], info["fine"],
-            info["coarse"], info["batch_size"], info["batches_per_epoch"],
+            info["pint"],
+            info["chunks"],
+            info["devices"],
+            info["backend"],
+            info["fine"],
+            info["coarse"],
+            info["batch_size"],
+            info["batches_per_epoch"],
         )
 
-    def restore(self, template: TrainState):
+    def on_warning(self, message: str) -> None:
+        log.warning(message)
+
+    def restore(self, template):
         state = files.load_checkpoint(self.run_dir, template)
         if state is None:
-            log.info("train.resume=true but %s has no checkpoint: starting from scratch",
-                     self.run_dir)
+            log.info(
+                "train.resume=true but %s has no checkpoint: starting from scratch", self.run_dir
+            )
             return None
         history = files.read_metrics(self.metrics_path, int(state.epoch))
         # Rewrite metrics.jsonl so that it ends at the checkpoint's epoch.
@@ -75,9 +89,15 @@ class RunReporter:
         if self.cfg.progress:
             self._advance(record, total_epochs)
         else:
-            log.info("epoch %d/%d: train %.4g, val %.4g, PinT iterations %.2f (max %d)",
-                     record.epoch, total_epochs, record.train_loss, record.val_loss,
-                     record.iterations_mean, record.iterations_max)
+            log.info(
+                "epoch %d/%d: train %.4g, val %.4g, PinT iterations %.2f (max %d)",
+                record.epoch,
+                total_epochs,
+                record.train_loss,
+                record.val_loss,
+                record.iterations_mean,
+                record.iterations_max,
+            )
 
     def on_evaluate(self, evaluation: Evaluation, history: list[EpochRecord]) -> None:
         self._stop_progress()
@@ -92,15 +112,23 @@ class RunReporter:
     def _advance(self, record: EpochRecord, total: int) -> None:
         if self.progress is None:
             self.progress = Progress(
-                TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("PinT it {task.fields[its]}"),
+                TextColumn("[bold]training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("PinT it {task.fields[its]}"),
                 TimeElapsedColumn(),
             )
             self.progress.start()
-            self.task = self.progress.add_task("train", total=total, completed=record.epoch - 1,
-                                               loss="-", its="-")
-        self.progress.update(self.task, completed=record.epoch, loss=f"{record.train_loss:.4g}",
-                             its=f"{record.iterations_mean:.2f}")
+            self.task = self.progress.add_task(
+                "train", total=total, completed=record.epoch - 1, loss="-", its="-"
+            )
+        self.progress.update(
+            self.task,
+            completed=record.epoch,
+            loss=f"{record.train_loss:.4g}",
+            its=f"{record.iterations_mean:.2f}",
+        )
 
     def _stop_progress(self) -> None:
         if self.progress is not None:
@@ -113,11 +141,16 @@ class RunReporter:
         last = self.history[-1] if self.history else None
         return {
             "problem": {"name": self.cfg.problem.name},
-            "pint": {"name": self.cfg.pint.name, "method": self.cfg.pint.method,
-                     "basis": self.cfg.pint.basis},
+            "pint": {
+                "name": self.cfg.pint.name,
+                "method": self.cfg.pint.method,
+                "basis": self.cfg.pint.basis,
+            },
             "combo": {"name": self.cfg.combo.name},
-            "metrics": {"final_train_loss": last.train_loss if last else None,
-                        "last_val_loss": last.val_loss if last else None},
+            "metrics": {
+                "final_train_loss": last.train_loss if last else None,
+                "last_val_loss": last.val_loss if last else None,
+            },
             "epochs_completed": last.epoch if last else 0,
             "checkpoint": str(self.run_dir / files.CHECKPOINT) if last else None,
             "resume_with": "train.resume=true and the same hydra.run.dir" if last else None,
@@ -164,9 +197,14 @@ def execute(cfg: Config, resolved: dict[str, Any], run_dir: Path) -> dict[str, A
     reporter.finish(summary)
     if summary["status"] == "completed":
         m, p = summary["metrics"], summary["pint"]
-        log.info("test loss %.4g (untrained %.4g); PinT deviation from sequential %.2e; "
-                 "mean PinT iterations %.2f", m["test_loss"], m["untrained_test_loss"],
-                 p["max_relative_deviation"], p["iterations_mean"])
+        log.info(
+            "test loss %.4g (untrained %.4g); PinT deviation from sequential %.2e; "
+            "mean PinT iterations %.2f",
+            m["test_loss"],
+            m["untrained_test_loss"],
+            p["max_relative_deviation"],
+            p["iterations_mean"],
+        )
         if "test_accuracy" in m:
             log.info("test accuracy %.4f", m["test_accuracy"])
         log.info("outputs in %s", run_dir)

@@ -27,18 +27,41 @@ def trajectory_figure(ev: Evaluation) -> Figure:
         ax = axes[i, 0]
         for j in range(shown):
             color = colors[j % len(colors)]
-            ax.plot(ev.dense_ts, ev.dense_outputs[j, :, i] * std[i] + mean[i], color=color,
-                    label="learned (PinT)" if j == 0 else None)
+            ax.plot(
+                ev.dense_ts,
+                ev.dense_outputs[j, :, i] * std[i] + mean[i],
+                color=color,
+                label="learned model" if j == 0 else None,
+            )
             data = np.asarray(test.targets[j, :, i]) * std[i] + mean[i]
             held_out = np.asarray(test.mask[j]) > 0
-            ax.plot(ev.ts, data, "o", color=color, markersize=3, alpha=0.35,
-                    label="data" if j == 0 else None)
+            ax.plot(
+                ev.ts,
+                data,
+                "o",
+                color=color,
+                markersize=3,
+                alpha=0.35,
+                label="data" if j == 0 else None,
+            )
             if ev.problem == "lynx_hare":
                 train_mask = np.asarray(ev.dataset.train.mask[0]) > 0
-                ax.plot(ev.ts[train_mask], data[train_mask], "o", color="black", markersize=4,
-                        label="training years")
-                ax.plot(ev.ts[held_out], data[held_out], "s", color="red", markersize=6,
-                        label="test years")
+                ax.plot(
+                    ev.ts[train_mask],
+                    data[train_mask],
+                    "o",
+                    color="black",
+                    markersize=4,
+                    label="training years",
+                )
+                ax.plot(
+                    ev.ts[held_out],
+                    data[held_out],
+                    "s",
+                    color="red",
+                    markersize=6,
+                    label="test years",
+                )
         ax.set_ylabel(names[i])
     axes[0, 0].legend(loc="best", fontsize=8)
     axes[-1, 0].set_xlabel("t" if ev.problem != "lynx_hare" else "t (decades since 1900)")

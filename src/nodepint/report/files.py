@@ -59,11 +59,16 @@ def save_checkpoint(run_dir: Path, state: TrainState) -> None:
     tmp = run_dir / (CHECKPOINT + ".tmp")
     eqx.tree_serialise_leaves(tmp, state)
     os.replace(tmp, run_dir / CHECKPOINT)
-    write_json_atomic(run_dir / CHECKPOINT_INFO, {"epoch": int(state.epoch), "step": int(state.step)})
+    write_json_atomic(
+        run_dir / CHECKPOINT_INFO, {"epoch": int(state.epoch), "step": int(state.step)}
+    )
 
 
-def load_checkpoint(run_dir: Path, template: TrainState) -> TrainState | None:
+def load_checkpoint(run_dir: Path, template) -> TrainState | None:
+    """The checkpointed state; `template(epochs_done)` gives its structure and shapes."""
     path = run_dir / CHECKPOINT
-    if not path.exists():
+    info = run_dir / CHECKPOINT_INFO
+    if not path.exists() or not info.exists():
         return None
-    return eqx.tree_deserialise_leaves(path, template)
+    epochs_done = json.loads(info.read_text())["epoch"]
+    return eqx.tree_deserialise_leaves(path, template(epochs_done))

@@ -29,13 +29,21 @@ class WandbLogger:
             import wandb
 
             self.run = wandb.init(
-                project=cfg.project, entity=cfg.entity, mode=cfg.mode, dir=str(run_dir),
-                config=resolved, name=run_dir.name, reinit="finish_previous",
+                project=cfg.project,
+                entity=cfg.entity,
+                mode=cfg.mode,
+                dir=str(run_dir),
+                config=resolved,
+                name=run_dir.name,
+                reinit="finish_previous",
             )
             log.info("W&B run (%s) in %s", cfg.mode, run_dir / "wandb")
         except Exception as err:  # noqa: BLE001 - W&B is optional for the run
-            log.warning("W&B logging is off for this run: wandb.init failed with %s: %s",
-                        type(err).__name__, err)
+            log.warning(
+                "W&B logging is off for this run: wandb.init failed with %s: %s",
+                type(err).__name__,
+                err,
+            )
             self.run = None
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
