@@ -1,6 +1,6 @@
 """Print a Markdown table of the summary.json files under a run or multirun directory.
 
-    python scripts/summarize_runs.py multiruns/2026-12-04/10-00-00
+python scripts/summarize_runs.py multiruns/2026-12-04/10-00-00
 """
 
 from __future__ import annotations

@@ -185,10 +185,12 @@ def test_observe_matches_single_solve():
 
 def test_sensitivity_full_rank_matches_newton_iterations():
     field, args, y0, fine, coarse, tau = _setup("lorenz")
-    newton = pint_solve(_settings("newton", "full", "sequential"), fine, coarse, field, y0,
-                        tau, args, jr.PRNGKey(0))
-    settings = PintSettings("newton", "sensitivity", CHUNKS, 1e-10, 1e-10, CHUNKS,
-                            "associative", rank=3)
+    newton = pint_solve(
+        _settings("newton", "full", "sequential"), fine, coarse, field, y0, tau, args, jr.PRNGKey(0)
+    )
+    settings = PintSettings(
+        "newton", "sensitivity", CHUNKS, 1e-10, 1e-10, CHUNKS, "associative", rank=3
+    )
     krylov = pint_solve(settings, fine, coarse, field, y0, tau, args, jr.PRNGKey(0))
     # A Krylov basis of rank d spans the whole state space: the correction is exact Newton.
     assert int(krylov.iterations) == int(newton.iterations)
@@ -197,8 +199,16 @@ def test_sensitivity_full_rank_matches_newton_iterations():
 def test_damping_keeps_convergence():
     field, args, y0, fine, coarse, tau = _setup("lorenz")
     reference = sequential_states(fine, field, y0, tau, args)
-    sol = pint_solve(_settings("newton", "full", "sequential", damping=1.0), fine, coarse,
-                     field, y0, tau, args, jr.PRNGKey(0))
+    sol = pint_solve(
+        _settings("newton", "full", "sequential", damping=1.0),
+        fine,
+        coarse,
+        field,
+        y0,
+        tau,
+        args,
+        jr.PRNGKey(0),
+    )
     assert bool(sol.converged)
     deviation = jnp.max(jnp.abs(sol.states - reference)) / jnp.max(jnp.abs(reference))
     assert float(deviation) < 1e-7
@@ -213,10 +223,12 @@ def test_divergence_detected_and_stops_short_solve():
     fine, coarse = make_propagators(cfg, CHUNKS)
     tau = chunk_boundaries(0.0, 3.0, CHUNKS)
     rate = -50.0 * jnp.eye(2)
-    settings = PintSettings("parareal", "none", CHUNKS, 1e-10, 1e-10, CHUNKS - 2, "sequential",
-                            divergence_window=2)
-    sol = pint_solve(settings, fine, coarse, linear_field, jnp.array([1.0, 0.5]), tau, rate,
-                     jr.PRNGKey(0))
+    settings = PintSettings(
+        "parareal", "none", CHUNKS, 1e-10, 1e-10, CHUNKS - 2, "sequential", divergence_window=2
+    )
+    sol = pint_solve(
+        settings, fine, coarse, linear_field, jnp.array([1.0, 0.5]), tau, rate, jr.PRNGKey(0)
+    )
     assert bool(sol.diverged)
     assert not bool(sol.converged)
     assert int(sol.iterations) < CHUNKS - 2

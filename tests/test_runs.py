@@ -121,8 +121,13 @@ def test_nonfinite_loss_fails_with_message(tmp_path):
 
 
 def test_unconverged_error_policy_stops_run(tmp_path):
-    result = _run("experiment=smoke", "pint=jacobi", "pint.max_iters=1", "pint.on_fail=error",
-                  f"hydra.run.dir={tmp_path}")
+    result = _run(
+        "experiment=smoke",
+        "pint=jacobi",
+        "pint.max_iters=1",
+        "pint.on_fail=error",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert result.returncode == 1
     summary = _summary(tmp_path)
     assert summary["status"] == "failed"
@@ -130,8 +135,13 @@ def test_unconverged_error_policy_stops_run(tmp_path):
 
 
 def test_unconverged_sequential_policy_falls_back(tmp_path):
-    result = _run("experiment=smoke", "pint=jacobi", "pint.max_iters=1",
-                  "pint.on_fail=sequential", f"hydra.run.dir={tmp_path}")
+    result = _run(
+        "experiment=smoke",
+        "pint=jacobi",
+        "pint.max_iters=1",
+        "pint.on_fail=sequential",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = _summary(tmp_path)
     assert summary["status"] == "completed"
@@ -141,8 +151,14 @@ def test_unconverged_sequential_policy_falls_back(tmp_path):
 
 
 def test_growing_compiles_once_per_rank(tmp_path):
-    result = _run("experiment=smoke", "pint=growing", "pint.grow_every=2", "pint.max_rank=3",
-                  "train.epochs=6", f"hydra.run.dir={tmp_path}")
+    result = _run(
+        "experiment=smoke",
+        "pint=growing",
+        "pint.grow_every=2",
+        "pint.max_rank=3",
+        "train.epochs=6",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = _summary(tmp_path)
     # Ranks 1, 2 and 3 (epochs 1-2, 3-4, 5-6): one compilation of the training step each.
@@ -154,8 +170,13 @@ def test_warm_start_lowers_iterations(tmp_path):
     means = {}
     for warm in ("true", "false"):
         run_dir = tmp_path / warm
-        result = _run("experiment=smoke", "pint=newton", "train.epochs=4",
-                      f"pint.warm_start={warm}", f"hydra.run.dir={run_dir}")
+        result = _run(
+            "experiment=smoke",
+            "pint=newton",
+            "train.epochs=4",
+            f"pint.warm_start={warm}",
+            f"hydra.run.dir={run_dir}",
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         means[warm] = _summary(run_dir)["pint"]["iterations_mean"]
     assert means["true"] < means["false"]

@@ -217,7 +217,7 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     _, untrained = steps.evaluate(
         model, data.test.inputs, data.test.targets, data.test.mask, kept, eval_key
     )
-    state = init_train_state(model, optimizer, steps, data.train, kept)
+    state = init_train_state(model, optimizer, data.train, cfg.pint.chunks, size, kept)
     history: list[EpochRecord] = []
 
     def template(epochs_done: int) -> TrainState:

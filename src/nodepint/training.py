@@ -19,9 +19,8 @@ from nodepint.config import OptimConfig, TrainConfig
 from nodepint.gradients import pint_solve_implicit
 from nodepint.integrators import Propagator
 from nodepint.models import NeuralODE, field_function
-from nodepint.pint import PintSettings, observe, pint_solve
+from nodepint.pint import PintSettings, PintSolution, observe, pint_solve
 from nodepint.pint.bases import grow_basis
-from nodepint.pint.solve import _coarse_sweep
 from nodepint.problems import Split
 
 
@@ -31,6 +30,12 @@ class NonFiniteLossError(RuntimeError):
 
 class PintNotConvergedError(RuntimeError):
     """A PinT solve reached pint.max_iters above tolerance and pint.on_fail=error."""
+
+
+def _all_converged(sol: PintSolution):
+    # The float cast behind stop_gradient keeps reverse mode away from the boolean reduction.
+    flags = jax.lax.stop_gradient(sol.converged.astype(jnp.float32))
+    return jnp.min(flags) > 0.5
 
 
 class TimeSolver(eqx.Module):
@@ -52,9 +57,15 @@ class TimeSolver(eqx.Module):
         settings = dataclasses.replace(self.settings, method=method, basis=basis, scan="sequential")
         return dataclasses.replace(self, settings=settings)
 
-    def predict(self, model: NeuralODE, x, key, guess=None, kept=None):
-        """Outputs of one input at the observation times, and the PinT solution behind them."""
+    def predict(self, model: NeuralODE, x, key, jumps=None, kept=None):
+        """Outputs of one input at the observation times, and the PinT solution behind them.
+
+        `jumps` (chunks, state) warm-starts the solve from U_{n+1} = G(U_n) + jumps_n, the
+        coarse sweep of the current model corrected by the fine-minus-coarse jumps of the
+        previous solve (see `jumps_of`); None starts from the plain coarse sweep.
+        """
         z0 = model.encoder(x)
+        guess = None if jumps is None else jax.lax.stop_gradient(self.warm_guess(model, z0, jumps))
         solve = pint_solve_implicit if self.grad == "implicit" else pint_solve
         sol = solve(
             self.settings,
@@ -74,16 +85,31 @@ class TimeSolver(eqx.Module):
         zs = observe(self.fine, field_function, states, self.tau, self.ts, model.field)
         return jax.vmap(model.decoder)(zs)
 
-    def predict_batch(self, model, inputs, key, guesses=None, kept=None):
+    def warm_guess(self, model, z0, jumps):
+        def step(y, inputs):
+            t_start, t_end, jump = inputs
+            y_next = self.coarse(field_function, y, t_start, t_end, model.field) + jump
+            return y_next, y_next
+
+        _, ys = jax.lax.scan(step, z0, (self.tau[:-1], self.tau[1:], jumps))
+        return jnp.concatenate([z0[None], ys])
+
+    def jumps_of(self, model, states):
+        """F - G at converged states: U_{n+1} - G(U_n), for the next warm start."""
+        coarse_all = jax.vmap(self.coarse, in_axes=(None, 0, 0, 0, None))
+        ends = coarse_all(field_function, states[:-1], self.tau[:-1], self.tau[1:], model.field)
+        return jax.lax.stop_gradient(states[1:] - ends)
+
+    def predict_batch(self, model, inputs, key, jumps=None, kept=None):
         """Outputs and PinT solutions of a batch; see `on_fail` for non-converged solves."""
         keys = jr.split(key, inputs.shape[0])
-        if guesses is None:
+        if jumps is None:
             outputs, sol = jax.vmap(lambda x, k: self.predict(model, x, k, None, kept))(
                 inputs, keys
             )
         else:
             outputs, sol = jax.vmap(lambda x, k, g: self.predict(model, x, k, g, kept))(
-                inputs, keys, guesses
+                inputs, keys, jumps
             )
         if self.on_fail != "sequential" or self.settings.method == "sequential":
             return outputs, sol
@@ -98,16 +124,7 @@ class TimeSolver(eqx.Module):
             # Keep the PinT attempt's iteration counts and flags, so that fallbacks are counted.
             return seq_outputs, sol._replace(states=seq_sol.states)
 
-        return jax.lax.cond(jnp.all(sol.converged), lambda _: (outputs, sol), fallback, None)
-
-    def initial_guesses(self, model, inputs):
-        """Coarse sweeps from every input: the first shooting states before any warm start."""
-
-        def one(x):
-            z0 = model.encoder(x)
-            return _coarse_sweep(self.coarse, field_function, z0, self.tau, model.field)
-
-        return jax.vmap(one)(inputs)
+        return jax.lax.cond(_all_converged(sol), lambda _: (outputs, sol), fallback, None)
 
 
 def batch_loss(task: str, outputs, targets, mask) -> tuple[Array, Array]:
@@ -164,7 +181,6 @@ def _stats(loss, accuracy, sol) -> StepStats:
 class Steps(NamedTuple):
     train: Callable
     evaluate: Callable
-    guesses: Callable
     compile_count: Callable[[], int]
 
 
@@ -172,24 +188,27 @@ def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
     """Build the jitted training and evaluation steps; count the training step's compilations."""
     traces = {"train": 0}
 
-    def loss_fn(params, static, inputs, targets, mask, guesses, kept, key):
+    def loss_fn(params, static, inputs, targets, mask, jumps, kept, key):
         model = eqx.combine(params, static)
-        outputs, sol = solver.predict_batch(model, inputs, key, guesses, kept)
+        outputs, sol = solver.predict_batch(model, inputs, key, jumps, kept)
         loss, accuracy = batch_loss(task, outputs, targets, mask)
         return loss, (accuracy, sol)
 
     @eqx.filter_jit
-    def train_step(model, opt_state, inputs, targets, mask, guesses, kept, key):
+    def train_step(model, opt_state, inputs, targets, mask, jumps, kept, key):
         # Runs once per compilation (while JAX traces), never per call.
         traces["train"] += 1
         params, static = eqx.partition(model, eqx.is_inexact_array)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (accuracy, sol)), grads = grad_fn(
-            params, static, inputs, targets, mask, guesses, kept, key
+            params, static, inputs, targets, mask, jumps, kept, key
         )
+        # Jumps with the parameters that produced the states, before the update.
+        model_before = eqx.combine(params, static)
+        jumps = jax.vmap(lambda u: solver.jumps_of(model_before, u))(sol.states)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
-        return model, opt_state, sol.states, _stats(loss, accuracy, sol)
+        return model, opt_state, jumps, _stats(loss, accuracy, sol)
 
     @eqx.filter_jit
     def evaluate(model, inputs, targets, mask, kept, key):
@@ -197,15 +216,14 @@ def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
         loss, accuracy = batch_loss(task, outputs, targets, mask)
         return outputs, _stats(loss, accuracy, sol)
 
-    guesses = eqx.filter_jit(solver.initial_guesses)
-    return Steps(train_step, evaluate, guesses, lambda: traces["train"])
+    return Steps(train_step, evaluate, lambda: traces["train"])
 
 
 class TrainState(NamedTuple):
     model: NeuralODE
     opt_state: optax.OptState
-    # Converged shooting states of every training trajectory (warm starts).
-    guesses: Array
+    # Fine-minus-coarse jumps of every training trajectory's last solve (warm starts).
+    jumps: Array
     # The kept basis (state, rank) of pint.basis=growing; (state, 0) for the other bases.
     kept: Array
     best_model: NeuralODE
@@ -233,13 +251,13 @@ class EpochRecord(NamedTuple):
     compile_count: int
 
 
-def init_train_state(model, optimizer, steps: Steps, train: Split, kept) -> TrainState:
+def init_train_state(model, optimizer, train: Split, chunks: int, size: int, kept) -> TrainState:
     params = eqx.filter(model, eqx.is_inexact_array)
-    guesses = steps.guesses(model, train.inputs)
+    jumps = jnp.zeros((train.inputs.shape[0], chunks, size), dtype=train.inputs.dtype)
     return TrainState(
         model,
         optimizer.init(params),
-        guesses,
+        jumps,
         kept,
         model,
         jnp.array(jnp.inf),
@@ -282,23 +300,21 @@ def train_epoch(
     size, n_batches = batches_per_epoch(cfg, data.inputs.shape[0])
     order_key, step_key, val_key = jr.split(key, 3)
     order = np.asarray(jr.permutation(order_key, data.inputs.shape[0]))
-    model, opt_state, guesses, kept = state.model, state.opt_state, state.guesses, state.kept
+    model, opt_state, jumps, kept = state.model, state.opt_state, state.jumps, state.kept
     losses, iterations, finals, histories, failures, diverged = [], [], [], [], 0, 0
     failed_batches = 0
 
     for b in range(n_batches):
         idx = order[b * size : (b + 1) * size]
-        if warm_start:
-            batch_guess = guesses[idx]
-        else:
-            batch_guess = steps.guesses(model, data.inputs[idx])
-        model, opt_state, new_states, stats = steps.train(
+        # Zero jumps make the warm-start guess the plain coarse sweep.
+        batch_jumps = jumps[idx] if warm_start else jnp.zeros_like(jumps[idx])
+        model, opt_state, new_jumps, stats = steps.train(
             model,
             opt_state,
             data.inputs[idx],
             data.targets[idx],
             data.mask[idx] * horizon,
-            batch_guess,
+            batch_jumps,
             kept,
             jr.fold_in(step_key, b),
         )
@@ -309,7 +325,7 @@ def train_epoch(
                 "lower optim.lr, tighten optim.clip_norm, or use more fine steps "
                 "(integrator.fine.steps)."
             )
-        guesses = guesses.at[idx].set(new_states)
+        jumps = jumps.at[idx].set(new_jumps)
         losses.append(loss)
         iterations.append(np.asarray(stats.iterations))
         its = np.asarray(stats.iterations)
@@ -337,7 +353,7 @@ def train_epoch(
     state = TrainState(
         model,
         opt_state,
-        guesses,
+        jumps,
         kept,
         model if better else state.best_model,
         jnp.array(min(val_loss, float(state.best_val_loss)) if cfg.keep_best else val_loss),

@@ -177,10 +177,9 @@ def pint_solve(
 
     if guess is None:
         guess = _coarse_sweep(coarse, field, y0, tau, args)
-        # An unstable coarse propagator can overflow; the iteration still converges from the
-        # constant guess U_n = y0, so use that where the sweep did not stay finite.
-        guess = jnp.where(jnp.isfinite(guess), guess, y0)
-    guess = guess.at[0].set(y0)
+    # An unstable coarse propagator can overflow; the iteration still converges from the
+    # constant guess U_n = y0, so use that where the guess is not finite.
+    guess = jnp.where(jnp.isfinite(guess), guess, y0).at[0].set(y0)
 
     # N iterations make every method exact, so a growing defect counts as divergence (and
     # ends the loop) only when max_iters < N. Transient growth is normal for jacobi and
@@ -193,8 +192,19 @@ def pint_solve(
 
     def body(carry):
         k, states, fine_ends, residuals, _, diverged, growth, size = carry
-        new = _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args,
-                       jr.fold_in(key, k), kept)
+        new = _correct(
+            settings,
+            fine,
+            coarse,
+            field,
+            states,
+            fine_ends,
+            y0,
+            tau,
+            args,
+            jr.fold_in(key, k),
+            kept,
+        )
         # The fine solves of the new iterate serve both its defect and the next correction.
         new_ends = _fine_ends(fine, field, new, tau, args)
         defect = _defect_norm(new_ends, new, settings.rtol, settings.atol)
@@ -217,8 +227,16 @@ def pint_solve(
     defect = _defect_norm(ends, guess, settings.rtol, settings.atol)
     size = jnp.max(jnp.abs(ends - guess[1:]))
     false = jnp.array(False)
-    init = (jnp.array(0), guess, ends, residuals0.at[0].set(defect), defect <= 1.0, false,
-            jnp.array(0), size)
+    init = (
+        jnp.array(0),
+        guess,
+        ends,
+        residuals0.at[0].set(defect),
+        defect <= 1.0,
+        false,
+        jnp.array(0),
+        size,
+    )
     k, states, _, residuals, done, diverged, _, _ = eqx.internal.while_loop(
         cond, body, init, max_steps=settings.max_iters, kind=loop
     )
