@@ -170,9 +170,13 @@ def test_warm_start_lowers_iterations(tmp_path):
     means = {}
     for warm in ("true", "false"):
         run_dir = tmp_path / warm
+        # A cruder coarse propagator and a small learning rate: the previous solve's jumps
+        # then predict the next solve better than a fresh coarse sweep.
         result = _run(
             "experiment=smoke",
             "pint=newton",
+            "integrator.coarse.solver=euler",
+            "optim.lr=1e-3",
             "train.epochs=4",
             f"pint.warm_start={warm}",
             f"hydra.run.dir={run_dir}",
