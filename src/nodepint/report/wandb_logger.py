@@ -47,8 +47,16 @@ class WandbLogger:
             self.run = None
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        if self.run is not None:
-            self.run.log(metrics, step=step)
+        if self.run is None:
+            return
+        flat = {}
+        for key, value in metrics.items():
+            if isinstance(value, (list, tuple)):
+                # One series per entry, e.g. residual_history/2: the defect after 2 corrections.
+                flat.update({f"{key}/{i}": v for i, v in enumerate(value)})
+            else:
+                flat[key] = value
+        self.run.log(flat, step=step)
 
     def log_images(self, paths: list[Path]) -> None:
         if self.run is not None:
