@@ -21,7 +21,7 @@ run: $(STAMP)
 
 # The default suite: CPU only, smoke configs, no test marked slow.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
+	$(BIN)/python -m pytest -m "not slow" -n 2 --dist load --durations=10
 
 # Trains real models; tens of minutes on a 2-core CPU.
 test-slow: $(STAMP)
