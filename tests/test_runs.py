@@ -129,6 +129,8 @@ def test_unconverged_error_policy_stops_run(tmp_path):
         f"hydra.run.dir={tmp_path}",
     )
     assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "pint.max_iters" in result.stderr
     summary = _summary(tmp_path)
     assert summary["status"] == "failed"
     assert "pint.max_iters" in summary["reason"]

@@ -1,7 +1,7 @@
 """RunReporter: the callbacks of the pipeline, and `execute`, which runs it with status handling.
 
 Everything a run leaves behind is written here: the resolved config, metrics.jsonl (one line
-per epoch), the checkpoint, the figures, W&B and summary.json, whose `status` says whether
+per epoch), the checkpoint, the figures, W&B and summary.json, whose `status` records whether
 the run completed, failed or was interrupted.
 """
 
@@ -21,7 +21,7 @@ from nodepint.pipeline import Evaluation, run
 from nodepint.report import files
 from nodepint.report.figures import run_figures
 from nodepint.report.wandb_logger import WandbLogger
-from nodepint.training import EpochRecord, NonFiniteLossError, TrainState
+from nodepint.training import EpochRecord, NonFiniteLossError, PintNotConvergedError, TrainState
 
 log = logging.getLogger("nodepint")
 
@@ -136,8 +136,8 @@ class RunReporter:
             self.progress = None
 
     # -- end of run
-    def partial_summary(self, status: str, reason: str) -> dict[str, Any]:
-        """What a failed or interrupted run knows: its config names and last epoch's metrics."""
+    def partial_summary(self) -> dict[str, Any]:
+        """Summary of a failed or interrupted run: its config names and last epoch's metrics."""
         last = self.history[-1] if self.history else None
         return {
             "problem": {"name": self.cfg.problem.name},
@@ -178,15 +178,15 @@ def execute(cfg: Config, resolved: dict[str, Any], run_dir: Path) -> dict[str, A
         summary["status"] = "completed"
         summary["reason"] = None
     except KeyboardInterrupt:
-        summary = reporter.partial_summary("interrupted", "interrupted by the user or a signal")
+        summary = reporter.partial_summary()
         summary.update(status="interrupted", reason="interrupted by the user or a signal")
         log.warning("run interrupted; metrics and the last checkpoint are in %s", run_dir)
-    except NonFiniteLossError as err:
-        summary = reporter.partial_summary("failed", str(err))
+    except (NonFiniteLossError, PintNotConvergedError) as err:
+        summary = reporter.partial_summary()
         summary.update(status="failed", reason=str(err))
         log.error("run failed: %s", err)
     except Exception as err:  # noqa: BLE001 - recorded in summary.json, then re-raised
-        summary = reporter.partial_summary("failed", f"{type(err).__name__}: {err}")
+        summary = reporter.partial_summary()
         summary.update(status="failed", reason=f"{type(err).__name__}: {err}")
         summary.setdefault("timing", {})["total_seconds"] = time.perf_counter() - start
         reporter.finish(summary)
