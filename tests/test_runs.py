@@ -186,3 +186,39 @@ def test_warm_start_lowers_iterations(tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
         means[warm] = _summary(run_dir)["pint"]["iterations_mean"]
     assert means["true"] < means["false"]
+
+
+def test_interrupted_run_keeps_checkpoint_and_resumes(tmp_path):
+    import signal
+    import time
+
+    overrides = ["experiment=smoke", "train.epochs=40", f"hydra.run.dir={tmp_path}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodepint.cli", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    summary = _summary(tmp_path)
+    assert summary["status"] == "interrupted"
+    done = summary["epochs_completed"]
+    assert 2 <= done < 40
+    assert (tmp_path / "checkpoint.eqx").exists()
+
+    resumed = _run(*overrides, "train.resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed"
+    assert summary["epochs_completed"] == 40
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == list(range(1, 41))
