@@ -54,6 +54,15 @@ def trajectory_figure(ev: Evaluation) -> Figure:
                     markersize=4,
                     label="training years",
                 )
+                val_mask = np.asarray(ev.dataset.val.mask[0]) > 0
+                ax.plot(
+                    ev.ts[val_mask],
+                    data[val_mask],
+                    "^",
+                    color="tab:green",
+                    markersize=6,
+                    label="validation years",
+                )
                 ax.plot(
                     ev.ts[held_out],
                     data[held_out],
