@@ -23,6 +23,7 @@ from nodepint.config import IntegratorConfig  # noqa: E402
 from nodepint.integrators import chunk_boundaries, make_propagators  # noqa: E402
 from nodepint.pint import PintSettings, pint_solve, sequential_states  # noqa: E402
 from nodepint.pint.bases import grow_basis  # noqa: E402
+from nodepint.pint.solve import sweep  # noqa: E402
 from nodepint.problems.lorenz import lorenz_field  # noqa: E402
 from nodepint.problems.lotka_volterra import lotka_volterra_field  # noqa: E402
 
@@ -76,15 +77,7 @@ def measure(system: str, preset: str, warm: bool, tol: float):
         ends = jax.vmap(coarse, in_axes=(None, 0, 0, 0, None))(
             field, previous[:-1], tau[:-1], tau[1:], args * 1.01
         )
-        jumps = previous[1:] - ends
-
-        def sweep(y, inputs):
-            t_start, t_end, jump = inputs
-            y_next = coarse(field, y, t_start, t_end, args) + jump
-            return y_next, y_next
-
-        _, ys = jax.lax.scan(sweep, y0, (tau[:-1], tau[1:], jumps))
-        guess = jnp.concatenate([y0[None], ys])
+        guess = sweep(coarse, field, y0, tau, args, jumps=previous[1:] - ends)
 
     solve = jax.jit(
         lambda a, g: pint_solve(

@@ -93,7 +93,9 @@ def test_noise_level_matches_config():
 
 def test_lynx_hare_file_matches_published_series():
     years, values = load_lynx_hare()
-    assert years[0] == 1900 and years[-1] == 1920 and len(years) == 21
+    assert years[0] == 1900
+    assert years[-1] == 1920
+    assert len(years) == 21
     # First record of the Hudson's Bay Company series: 30.0 thousand hares, 4.0 thousand lynx.
     np.testing.assert_allclose(values[0], [30.0, 4.0])
 
@@ -103,14 +105,16 @@ def test_lynx_hare_held_out_years():
     train, val, test = (np.asarray(s.mask[0]) for s in (data.train, data.val, data.test))
     assert train[0] == 1.0  # the initial year always trains
     np.testing.assert_array_equal(train + val + test, np.ones(21))
-    assert val.sum() >= 1 and test.sum() >= 1
+    assert val.sum() >= 1
+    assert test.sum() >= 1
 
 
 def test_digits_split():
     data = _problem("digits", n_trajectories=200).make_data(jr.PRNGKey(0))
     assert data.train.inputs.shape[1] == 64
     labels = np.concatenate([np.asarray(s.targets) for s in (data.train, data.val, data.test)])
-    assert len(labels) == 200 and set(labels) <= set(range(10))
+    assert len(labels) == 200
+    assert set(labels) <= set(range(10))
     assert float(np.max(data.train.inputs)) <= 1.0
 
 

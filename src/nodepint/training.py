@@ -21,6 +21,7 @@ from nodepint.integrators import Propagator
 from nodepint.models import NeuralODE, field_function
 from nodepint.pint import PintSettings, PintSolution, observe, pint_solve
 from nodepint.pint.bases import grow_basis
+from nodepint.pint.solve import sweep
 from nodepint.problems import Split
 
 
@@ -86,13 +87,7 @@ class TimeSolver(eqx.Module):
         return jax.vmap(model.decoder)(zs)
 
     def warm_guess(self, model, z0, jumps):
-        def step(y, inputs):
-            t_start, t_end, jump = inputs
-            y_next = self.coarse(field_function, y, t_start, t_end, model.field) + jump
-            return y_next, y_next
-
-        _, ys = jax.lax.scan(step, z0, (self.tau[:-1], self.tau[1:], jumps))
-        return jnp.concatenate([z0[None], ys])
+        return sweep(self.coarse, field_function, z0, self.tau, model.field, jumps)
 
     def jumps_of(self, model, states):
         """F - G at converged states: U_{n+1} - G(U_n), for the next warm start."""
@@ -327,8 +322,8 @@ def train_epoch(
             )
         jumps = jumps.at[idx].set(new_jumps)
         losses.append(loss)
-        iterations.append(np.asarray(stats.iterations))
         its = np.asarray(stats.iterations)
+        iterations.append(its)
         res = np.asarray(stats.residuals)
         finals.append(res[np.arange(len(its)), its])
         histories.append(res)

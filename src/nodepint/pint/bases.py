@@ -97,10 +97,18 @@ def jacobian_factors(basis, propagator, field, states, tau, args, key, kept=None
         v = jnp.broadcast_to(kept.astype(dtype), (chunks, *kept.shape))
     else:
         raise ValueError(f"unknown basis {basis!r}; expected one of {BASES}")
+    return project_jacobian(basis, propagator, field, states, tau, args, v), v
+
+
+def project_jacobian(basis, propagator, field, states, tau, args, v):
+    """Compute W_n = J_n V_n for given bases V_n, for all chunks in parallel.
+
+    For `diagonal` only the diagonal of W_n = J_n is kept.
+    """
     jvps = jax.vmap(propagator.jvp, in_axes=(None, 0, 0, 0, None, 0))
     w = jvps(field, states[:-1], tau[:-1], tau[1:], args, v)
     if basis == "diagonal":
         # NOTE: the diagonal costs d JVPs here, as much as the full Jacobian; a cheaper
         # estimate would need the structure of the vector field.
         w = jax.vmap(jnp.diag)(jax.vmap(jnp.diagonal)(w))
-    return w, v
+    return w

@@ -25,7 +25,7 @@ import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from nodepint.integrators import Propagator, VectorField
-from nodepint.pint.bases import jacobian_factors
+from nodepint.pint.bases import jacobian_factors, project_jacobian
 from nodepint.pint.scans import SCANS
 
 
@@ -69,18 +69,23 @@ def _defect_norm(fine_ends, states, rtol, atol):
     return jnp.max(jnp.sqrt(jnp.mean(((fine_ends - ends) / scale) ** 2, axis=-1)))
 
 
-def _coarse_sweep(coarse, field, y0, tau, args):
-    def step(y, t):
-        y_next = coarse(field, y, t[0], t[1], args)
+def sweep(propagator, field, y0, tau, args, jumps=None) -> Float[Array, "chunks+1 state"]:
+    """Propagate chunk after chunk: U_{n+1} = P_n(U_n) + jumps_n (no jumps: zero)."""
+
+    def step(y, inputs):
+        t_start, t_end, jump = inputs
+        y_next = propagator(field, y, t_start, t_end, args) + jump
         return y_next, y_next
 
-    _, ys = jax.lax.scan(step, y0, jnp.stack([tau[:-1], tau[1:]], axis=1))
+    if jumps is None:
+        jumps = jnp.zeros((tau.shape[0] - 1, *y0.shape), dtype=y0.dtype)
+    _, ys = jax.lax.scan(step, y0, (tau[:-1], tau[1:], jumps))
     return jnp.concatenate([y0[None], ys])
 
 
 def sequential_states(fine: Propagator, field, y0, tau, args) -> Float[Array, "chunks+1 state"]:
-    """The reference: U_{n+1} = F_n(U_n), one chunk after the other."""
-    return _coarse_sweep(fine, field, y0, tau, args)
+    """Compute the reference U_{n+1} = F_n(U_n), one chunk after the other."""
+    return sweep(fine, field, y0, tau, args)
 
 
 def _fine_ends(fine, field, states, tau, args):
@@ -106,16 +111,13 @@ def _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args, ke
         jump = fine_ends - coarse_all(field, states[:-1], tau[:-1], tau[1:], args)
         # Krylov-enhanced parareal: in the span of V_n, replace the coarse linearisation by
         # the fine one, adding (J_F - J_G) V V^T (U'_n - U_n) to the coarse prediction.
-        w_fine, v = _factors(settings, fine, field, states, tau, args, key, kept)
-        w_coarse, _ = jacobian_factors(
-            settings.basis, coarse, field, states, tau, args, key, kept, settings.rank
+        # Both linearisations use the fine propagator's basis, and damping scales their
+        # difference as it scales A_n for newton.
+        w_fine, v = jacobian_factors(
+            settings.basis, fine, field, states, tau, args, key, kept, settings.rank
         )
-        if settings.basis in ("random1d", "sensitivity"):
-            # Random directions must be the same for both propagators.
-            w_coarse = jax.vmap(lambda y, t0, t1, vn: coarse.jvp(field, y, t0, t1, args, vn))(
-                states[:-1], tau[:-1], tau[1:], v
-            )
-        w = w_fine - w_coarse
+        w_coarse = project_jacobian(settings.basis, coarse, field, states, tau, args, v)
+        w = (w_fine - w_coarse) / (1.0 + settings.damping)
 
         def step(y, inputs):
             t_start, t_end, jump_n, w_n, v_n, u_n = inputs
@@ -176,7 +178,7 @@ def pint_solve(
         )
 
     if guess is None:
-        guess = _coarse_sweep(coarse, field, y0, tau, args)
+        guess = sweep(coarse, field, y0, tau, args)
     # An unstable coarse propagator can overflow; the iteration still converges from the
     # constant guess U_n = y0, so use that where the guess is not finite.
     guess = jnp.where(jnp.isfinite(guess), guess, y0).at[0].set(y0)
