@@ -41,11 +41,15 @@ def _app(cfg: DictConfig) -> None:
         print(f"nodepint: invalid configuration:\n{err}", file=sys.stderr)
         sys.exit(2)
 
-    if typed.mesh.distributed:
-        import jax
+    from nodepint.mesh import mesh_from_config, start_distributed
 
-        # Reads the coordinator address, process count and id from the cluster environment.
-        jax.distributed.initialize()
+    # Joins the multi-process runtime (from the cluster environment) before any device use.
+    start_distributed(typed.mesh)
+    try:
+        mesh_from_config(typed.mesh)  # enough devices for the mesh?
+    except ConfigError as err:
+        print(f"nodepint: invalid configuration:\n{err}", file=sys.stderr)
+        sys.exit(2)
 
     from nodepint.report.edge import execute
 

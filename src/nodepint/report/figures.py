@@ -3,6 +3,8 @@ only the edge saves or logs them."""
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: runs on machines without a display
@@ -120,7 +122,9 @@ def residual_figure(ev: Evaluation) -> Figure:
     iterations = np.arange(residuals.shape[1])
     for row in residuals[:20]:
         ax.plot(iterations, row, color="tab:blue", alpha=0.3, marker=".")
-    with np.errstate(all="ignore"):
+    # Iterations that no solve reached are all NaN; their median is NaN and not drawn.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(np.where(np.isfinite(residuals), residuals, np.nan), axis=0)
     ax.plot(iterations, median, color="black", marker="o", label="median over test set")
     ax.axhline(1.0, color="red", linestyle="--", label="tolerance")
