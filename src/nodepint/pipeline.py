@@ -139,8 +139,8 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
     if cfg.model.encoder == "projection":
         basis = problem.reduced_basis(data.train, cfg.model.latent_size, jr.fold_in(model_key, 1))
         basis = (basis[0].astype(dtype), basis[1])
-        # The field's rates say little about the latent ones: scale by the rates of the
-        # training trajectories' coordinates in the basis instead.
+        # Scale the latent rates by those of the training trajectories' coordinates in the
+        # basis, because the rates of single field values do not carry over to them.
         latent = np.asarray(data.train.targets) @ np.asarray(basis[0])
         rates = rate_scale(latent, data.train.mask, problem.observation_times())
     model = build_model(

@@ -84,7 +84,7 @@ class Problem(abc.ABC):
         return None
 
     def reduced_basis(self, train: Split, rank: int, key: PRNGKeyArray):
-        """The basis behind `model.encoder=projection`, as (vectors, trainable).
+        """Build the basis behind `model.encoder=projection`, as (vectors, trainable).
 
         Only problems whose outputs are whole fields provide one.
         """

@@ -3,7 +3,7 @@
 Data come from the JAX SPH solver (`scene=taylor_green` or `scene=dam_break`) or from an
 HDF5 file of external trajectories (`scene=hdf5`, `file=PATH`, layout in
 `nodepint.problems.sph.hdf5`). Inputs and outputs are the velocities of all moving
-particles at one time, flattened as (particle, component); the neural ODE evolves their
+particles at one time, flattened as (particle, component). The neural ODE evolves their
 coordinates in a reduced basis (`problem.params.basis`, POD by default).
 """
 
@@ -72,7 +72,7 @@ class SPH(Problem):
                 f"problem.params.amplitude_max={p['amplitude_max']} is invalid: it must be at "
                 f"least problem.params.amplitude_min={p['amplitude_min']}."
             )
-        # The minimum-image convention sees each neighbour once only when the kernel
+        # The minimum-image convention counts each neighbour once only when the kernel
         # support 2h is at most half the periodic box side.
         if not p["smoothing_ratio"] >= 1.0:
             raise ConfigError(

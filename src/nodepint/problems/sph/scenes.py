@@ -105,8 +105,8 @@ def dam_break(
     """A water column of width 0.5 and height 1 collapsing in a tank of width 2, gravity 1.
 
     The tank has a floor and two side walls of fixed boundary particles, in as many layers
-    as cover the kernel support 2h; its top is open and no
-    particle reaches it within a few time units. Each trajectory starts the column with a
+    as cover the kernel support 2h. Its top is open: particles
+    that splash above the side walls are not held back. Each trajectory starts the column with a
     random uniform horizontal velocity in [-push, push] sqrt(g H), the only random input.
     The box is not periodic.
     """

@@ -16,9 +16,10 @@ Discretisation (all sums run over neighbours j within the kernel support 2h):
   v_ij with mu = rho nu and eta = 0.01 h, which approximates nu times the Laplacian of v;
   optionally also Monaghan's artificial viscosity (J. J. Monaghan, Annu. Rev. Astron.
   Astrophys. 30 (1992) 543) with coefficient `alpha`, for the dam break;
-- neighbours: all pairs, masked by the kernel's compact support (vectorised, O(n^2) memory
-  and work, fine for a few thousand particles); in a periodic box the distance vectors use
-  the minimum-image convention, which needs a box side of at least 4h;
+- neighbours: all pairs, masked by the kernel's compact support. This is vectorised but
+  takes O(n^2) memory and work; the scenes here use up to about 600 particles. In a
+  periodic box the distance vectors use the minimum-image convention, which needs a box
+  side of at least 4h;
 - walls: fixed boundary particles (the "dynamic boundary" of Crespo, Gomez-Gesteira and
   Dalrymple 2007): they carry density and pressure through the same equations but do not
   move.
@@ -53,11 +54,12 @@ class SPHParams(eqx.Module):
     rest_density: float
     sound_speed: float
     viscosity: float  # kinematic viscosity nu of the Morris term
-    # Monaghan artificial viscosity coefficient; 0 turns it off (static: it picks the code).
+    # Monaghan artificial viscosity coefficient, 0 for none. It is static because it
+    # selects code paths.
     alpha: float = eqx.field(static=True)
     gravity: Float[Array, " 2"]  # noqa: F821 - jaxtyping axis size, not a name
     box: Float[Array, " 2"]
-    # Which particles move (fluid); the others are fixed wall particles.
+    # Mask of the moving (fluid) particles; the others are fixed wall particles.
     moving: Bool[Array, " particles"]
     background_pressure: float = 0.0
     # Coefficient delta of the density diffusion term of delta-SPH; 0 turns it off.
