@@ -62,11 +62,11 @@ def test_heat_source_is_explicit_argument():
 
 
 def test_heat_steady_state_with_source():
-    # u_t = kappa u_xx + A sin(k x) has the periodic steady state A sin(k x) / (kappa k_d^2)
-    # with k_d^2 the discrete rate / kappa; every other mode decays, so after t = 200 (the
-    # slowest decay exp(-kappa t) = 2e-9 for the constant's partner mode k = 1) the
-    # solution equals it to the solver tolerance. The constant mean does not decay, so the
-    # initial field has mean zero.
+    # u_t = kappa u_xx + A sin(k x) on the grid has the steady state A sin(k x) / lambda_k,
+    # with lambda_k the discrete decay rate of mode k. Every other nonconstant mode decays,
+    # the slowest (k = 1) by exp(-0.1 * 200) = 2e-9 at t = 200, so the solution then equals
+    # the steady state to the solver tolerance. The mean does not decay, so the initial
+    # field has mean zero.
     params = {"source_amplitude": 0.5, "source_mode": 2}
     problem = _problem("heat", params=params)
     k = problem.wavenumber(2)
@@ -151,13 +151,14 @@ def test_taylor_green_energy_decays_at_viscous_rate():
     energy = np.asarray(kinetic_energy(states, params))
     ratio = energy / energy[:, :1]
     analytic = np.exp(-4.0 * nu * k**2 * problem.observation_times())
-    # The energy falls to about 0.53 of its start by t = 0.2. At the default 16 x 16
-    # particles (h = 2 dx) the SPH decay matches the analytic one to about 3 %; 10 % is
-    # the required accuracy.
+    # The energy falls to 0.53 of its start by t = 0.2. At the default 16 x 16 particles
+    # (h = 2 dx) the SPH energy ratio stayed within 4.4 % of the analytic one for these two
+    # trajectories when the test was written; 10 % is the required accuracy.
     assert analytic[-1] < 0.6
     np.testing.assert_array_less(np.abs(ratio / analytic - 1.0), 0.10)
 
 
+@pytest.mark.slow  # about 15 s on a loaded 2-core machine
 def test_dam_break_walls_hold_fluid():
     problem = _problem(
         "sph",
@@ -278,3 +279,36 @@ def test_hdf5_time_span_mismatch_error(tmp_path):
 def test_sph_bad_params_error(params, key):
     with pytest.raises(ConfigError, match=f"problem.params.{key}"):
         _problem("sph", params=params)
+
+
+@pytest.mark.parametrize("kind", ["pod", "learned"])
+def test_projection_basis_frozen_unless_learned(kind):
+    import equinox as eqx
+
+    from nodepint.config import ModelConfig
+    from nodepint.models import build_model
+
+    snapshots = np.asarray(jr.normal(jr.PRNGKey(0), (20, 64)))
+    basis = snapshot_basis(kind, snapshots, 4, jr.PRNGKey(1))
+    cfg = ModelConfig(encoder="projection", latent_size=4, width=8)
+    model = build_model(cfg, 64, 64, jr.PRNGKey(2), jnp.float64, None, basis)
+    x = jnp.asarray(snapshots[0])
+    # Encoding then decoding projects onto the basis.
+    vectors = np.asarray(basis.vectors)
+    np.testing.assert_allclose(
+        model.decoder(model.encoder(x)), vectors @ (vectors.T @ np.asarray(x)), atol=1e-12
+    )
+
+    @eqx.filter_grad
+    def grads(m):
+        return jnp.sum(m.decoder(m.field(0.0, m.encoder(x))) ** 2)
+
+    g = grads(model)
+    encoder_grad = float(jnp.max(jnp.abs(g.encoder.layer.matrix)))
+    decoder_grad = float(jnp.max(jnp.abs(g.decoder.layer.matrix)))
+    if kind == "learned":
+        assert encoder_grad > 0
+        assert decoder_grad > 0
+    else:
+        assert encoder_grad == 0
+        assert decoder_grad == 0

@@ -73,6 +73,9 @@ def test_smoke_run_problem(tmp_path, problem):
         assert (tmp_path / "confusion.png").exists()
 
 
+# About 100 s of CPU time (two smoke runs, mostly compilation), over the default suite's
+# allowance for new tests; `make test-slow` runs it.
+@pytest.mark.slow
 def test_smoke_field_problems(tmp_path):
     # Both field problems run in one multirun process, so the interpreter start and the
     # imports are paid once.
