@@ -312,3 +312,11 @@ def test_projection_basis_frozen_unless_learned(kind):
     else:
         assert encoder_grad == 0
         assert decoder_grad == 0
+
+
+def test_projection_encoder_checks_problem():
+    with pytest.raises(ConfigError, match="model.encoder=projection is invalid"):
+        _problem("lorenz").check_reduced_basis(2)
+    with pytest.raises(ConfigError, match="model.latent_size=65"):
+        _problem("heat").check_reduced_basis(65)
+    _problem("heat").check_reduced_basis(64)

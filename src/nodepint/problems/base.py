@@ -88,6 +88,10 @@ class Problem(abc.ABC):
 
         Only problems whose outputs are whole fields provide one.
         """
+        self.check_reduced_basis(rank)
+
+    def check_reduced_basis(self, rank: int) -> None:
+        """Raise `ConfigError` unless the problem provides a reduced basis of `rank` vectors."""
         raise ConfigError(
             f"model.encoder=projection is invalid with problem.name={self.name}: only field "
             "problems (heat, sph) provide a reduced basis. Use model.encoder=identity, "

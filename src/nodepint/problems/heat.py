@@ -152,6 +152,9 @@ class Heat(Problem):
         )
         return trajectory_dataset(data_key, np.asarray(clean), ts, c, field=True)
 
+    def check_reduced_basis(self, rank: int) -> None:
+        check_basis_params(self.params["basis"], self.output_size, rank)
+
     def reduced_basis(self, train: Split, rank: int, key: PRNGKeyArray):
         snapshots = np.asarray(train.targets).reshape(-1, self.output_size)
         return snapshot_basis(self.params["basis"], snapshots, rank, key)

@@ -193,6 +193,9 @@ class SPH(Problem):
         clean = velocities.reshape(velocities.shape[0], velocities.shape[1], -1)
         return trajectory_dataset(data_key, clean, ts, c, field=True)
 
+    def check_reduced_basis(self, rank: int) -> None:
+        check_basis_params(self.params["basis"], self.output_size, rank)
+
     def reduced_basis(self, train: Split, rank: int, key):
         snapshots = np.asarray(train.targets).reshape(-1, self.output_size)
         return snapshot_basis(self.params["basis"], snapshots, rank, key)
