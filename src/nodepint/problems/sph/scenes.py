@@ -102,7 +102,7 @@ def dam_break(
     push: float = 0.1,
     density_diffusion: float = 0.0,
 ) -> tuple[SPHParams, ParticleState, dict]:
-    """A water column of width 0.5 and height 1 collapsing in a tank of width 2, gravity 1.
+    """Set up a water column of width 0.5 and height 1 in a tank of width 2, gravity 1.
 
     The tank has a floor and two side walls of fixed boundary particles, in as many layers
     as cover the kernel support 2h. Its top is open: particles

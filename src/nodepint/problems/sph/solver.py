@@ -24,7 +24,7 @@ Discretisation (all sums run over neighbours j within the kernel support 2h):
   Dalrymple 2007): they carry density and pressure through the same equations but do not
   move.
 
-The right-hand side is an ordinary vector field f(t, state, params); time integration is
+The right-hand side is an ordinary vector field f(t, state, params). Time integration is
 diffrax's Tsit5 with a constant step from the acoustic CFL condition (see `stable_step`).
 """
 
