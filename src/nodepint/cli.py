@@ -30,7 +30,9 @@ def check(cfg: DictConfig):
     typed = to_dataclass(cfg)
     from nodepint.problems import make_problem
 
-    make_problem(typed.problem)
+    problem = make_problem(typed.problem)
+    if typed.model.encoder == "projection":
+        problem.check_reduced_basis(typed.model.latent_size)
     return typed
 
 

@@ -44,7 +44,9 @@ ALLOWED_BASES = {
 }
 ON_FAIL = ("warn", "error", "sequential")
 ACTIVATIONS = ("tanh", "softplus", "relu", "gelu", "swish")
-ENCODERS = ("identity", "linear", "mlp")
+# `projection`: the problem's reduced basis (problem.params.basis) of model.latent_size
+# vectors; only field problems (heat, sph) provide one.
+ENCODERS = ("identity", "linear", "mlp", "projection")
 OPTIMIZERS = ("adam", "adamw", "sgd", "lion")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOGGERS = ("wandb", "none")

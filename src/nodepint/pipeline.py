@@ -137,7 +137,17 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
     rates = None
     if problem.task == "regression":
         rates = rate_scale(data.train.targets, data.train.mask, problem.observation_times())
-    model = build_model(cfg.model, problem.input_size, problem.output_size, model_key, dtype, rates)
+    basis = None
+    if cfg.model.encoder == "projection":
+        basis = problem.reduced_basis(data.train, cfg.model.latent_size, jr.fold_in(model_key, 1))
+        basis = (basis[0].astype(dtype), basis[1])
+        # Scale the latent rates by those of the training trajectories' coordinates in the
+        # basis, because the rates of single field values do not carry over to them.
+        latent = np.asarray(data.train.targets) @ np.asarray(basis[0])
+        rates = rate_scale(latent, data.train.mask, problem.observation_times())
+    model = build_model(
+        cfg.model, problem.input_size, problem.output_size, model_key, dtype, rates, basis
+    )
     mesh = mesh_from_config(cfg.mesh)
     batch_size, _ = batches_per_epoch(cfg.train, data.train.inputs.shape[0])
     if batch_size % cfg.mesh.data:
