@@ -29,8 +29,9 @@ def check(cfg: DictConfig):
     validate(cfg)
     typed = to_dataclass(cfg)
     from nodepint.problems import make_problem
+    from nodepint.stiffness import check_stiffness
 
-    make_problem(typed.problem)
+    check_stiffness(typed, make_problem(typed.problem))
     return typed
 
 

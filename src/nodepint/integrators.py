@@ -25,6 +25,22 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "kvaerno3": diffrax.Kvaerno3,
     "kvaerno5": diffrax.Kvaerno5,
 }
+# Implicit solvers solve a nonlinear system in every stage. They are A-stable, so their
+# step size is not bounded by the stiffness of the vector field.
+IMPLICIT_SOLVERS = ("implicit_euler", "kvaerno3", "kvaerno5")
+
+
+def make_solver(name: str, rtol: float, atol: float) -> diffrax.AbstractSolver:
+    """The diffrax solver `name`; implicit ones get a chord root finder with `rtol`/`atol`.
+
+    Diffrax takes an implicit solver's root-finding tolerances from an adaptive step-size
+    controller and raises a ValueError under `ConstantStepSize`, which has none. Passing
+    the root finder explicitly makes the fixed-step implicit solves of the PinT chunks work.
+    """
+    if name in IMPLICIT_SOLVERS:
+        return SOLVERS[name](root_finder=diffrax.VeryChord(rtol=rtol, atol=atol))
+    return SOLVERS[name]()
+
 
 # A vector field in diffrax's convention: f(t, y, args) -> dy/dt.
 VectorField = Callable[[Float[Array, ""], Float[Array, " state"], PyTree], Float[Array, " state"]]
@@ -97,7 +113,7 @@ class Propagator(eqx.Module):
 def make_propagators(cfg: IntegratorConfig, chunks: int) -> tuple[Propagator, Propagator]:
     """Build the fine and coarse propagators for a span split into `chunks` chunks."""
     fine = Propagator(
-        solver=SOLVERS[cfg.fine.solver](),
+        solver=make_solver(cfg.fine.solver, cfg.fine.rtol, cfg.fine.atol),
         steps=max(cfg.fine.steps // chunks, 1),
         adaptive=cfg.fine.adaptive,
         rtol=cfg.fine.rtol,
@@ -105,7 +121,7 @@ def make_propagators(cfg: IntegratorConfig, chunks: int) -> tuple[Propagator, Pr
         max_steps=cfg.fine.max_steps,
     )
     coarse = Propagator(
-        solver=SOLVERS[cfg.coarse.solver](),
+        solver=make_solver(cfg.coarse.solver, cfg.fine.rtol, cfg.fine.atol),
         steps=cfg.coarse.steps_per_chunk,
         adaptive=False,
         rtol=cfg.fine.rtol,

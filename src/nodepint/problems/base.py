@@ -56,6 +56,18 @@ class Problem(abc.ABC):
             )
         self.cfg = cfg
         self.params: dict[str, Any] = {**self.default_params, **cfg.params}
+        if cfg.mu is not None:
+            if "mu" not in self.default_params:
+                raise ConfigError(
+                    f"problem.mu={cfg.mu} is invalid: problem {self.name} has no parameter mu; "
+                    "remove problem.mu."
+                )
+            if "mu" in cfg.params and cfg.params["mu"] != cfg.mu:
+                raise ConfigError(
+                    f"problem.mu={cfg.mu} and problem.params.mu={cfg.params['mu']} disagree: "
+                    "set only one of them."
+                )
+            self.params["mu"] = cfg.mu
         self.check_params()
 
     def check_params(self) -> None:  # noqa: B027 - optional hook, empty by default
@@ -83,9 +95,31 @@ class Problem(abc.ABC):
         """f(t, y, args) of the true system in data units, or None when it is unknown."""
         return None
 
+    def field_args(self) -> Any:
+        """The `args` that `true_vector_field` takes."""
+        return None
 
-def reference_solve(field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000):
-    """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`."""
+    def describe(self) -> str:
+        """The problem's name with the parameters that set its time scales, for messages."""
+        return self.name
+
+    def stiffness_probe_states(self) -> np.ndarray | None:
+        """States (data units) where the stiffness check evaluates the true field's Jacobian.
+
+        None, the default, skips the check. Problems that can be stiff return states that
+        their trajectories visit.
+        """
+        return None
+
+
+def reference_solve(
+    field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000, pcoeff=0.0, icoeff=1.0
+):
+    """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`.
+
+    `pcoeff` and `icoeff` are the PID controller's coefficients; the default (0, 1) is an
+    integral controller.
+    """
     solver = solver or diffrax.Dopri8()
 
     def one(y0):
@@ -98,7 +132,9 @@ def reference_solve(field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_0
             y0,
             args=args,
             saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            stepsize_controller=diffrax.PIDController(
+                rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff
+            ),
             max_steps=max_steps,
         ).ys
 

@@ -21,6 +21,7 @@ from nodepint.pipeline import Evaluation, run
 from nodepint.report import files
 from nodepint.report.figures import run_figures
 from nodepint.report.wandb_logger import WandbLogger
+from nodepint.stiffness import step_limit_message
 from nodepint.training import EpochRecord, NonFiniteLossError, PintNotConvergedError, TrainState
 
 log = logging.getLogger("nodepint")
@@ -185,7 +186,16 @@ def execute(cfg: Config, resolved: dict[str, Any], run_dir: Path) -> dict[str, A
         summary = reporter.partial_summary()
         summary.update(status="failed", reason=str(err))
         log.error("run failed: %s", err)
-    except Exception as err:  # noqa: BLE001 - recorded in summary.json, then re-raised
+    except Exception as err:  # noqa: BLE001 - recorded in summary.json; re-raised unless a step limit
+        # diffrax reports a solve that reached max_steps through equinox's runtime error
+        # (EquinoxRuntimeError or XlaRuntimeError, by JAX version); only its text is stable.
+        message = step_limit_message(cfg, err)
+        if message is not None:
+            summary = reporter.partial_summary()
+            summary.update(status="failed", reason=message)
+            log.error("run failed: %s", message)
+            reporter.finish(summary)
+            return summary
         summary = reporter.partial_summary()
         summary.update(status="failed", reason=f"{type(err).__name__}: {err}")
         summary.setdefault("timing", {})["total_seconds"] = time.perf_counter() - start
