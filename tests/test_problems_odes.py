@@ -52,6 +52,7 @@ def test_duffing_energy_conserved(alpha):
     assert drift.max() < 1e-8
 
 
+@pytest.mark.slow
 def test_duffing_damping_loses_energy():
     problem = _problem("duffing")
     ts = np.linspace(0.0, 10.0, 11)
@@ -165,6 +166,7 @@ def test_kuramoto_incoherent_below_critical():
     assert np.all(r < 0.5)
 
 
+@pytest.mark.slow
 def test_kuramoto_observes_unit_circles():
     data = _problem("kuramoto", n_trajectories=8, n_obs=5).make_data(jr.PRNGKey(0))
     assert data.train.targets.shape[-1] == 8

@@ -6,6 +6,7 @@ import abc
 from typing import Any, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -121,7 +122,25 @@ def reference_solve(
     integral controller.
     """
     solver = solver or diffrax.Dopri8()
+    return _reference_solve(
+        field,
+        jnp.asarray(y0s),
+        jnp.asarray(ts),
+        args,
+        rtol,
+        atol,
+        solver,
+        max_steps,
+        pcoeff,
+        icoeff,
+    )
 
+
+# filter_jit keys its cache on the field function, the solver and the Python numbers, so
+# repeated solves of one problem at the same shapes compile once (a Dopri8 solve takes
+# seconds to compile on a CPU).
+@eqx.filter_jit
+def _reference_solve(field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff, icoeff):
     def one(y0):
         return diffrax.diffeqsolve(
             diffrax.ODETerm(field),
@@ -138,7 +157,7 @@ def reference_solve(
             max_steps=max_steps,
         ).ys
 
-    return jax.jit(jax.vmap(one))(y0s)
+    return jax.vmap(one)(y0s)
 
 
 def split_indices(key: PRNGKeyArray, n: int, val_fraction: float, test_fraction: float):
