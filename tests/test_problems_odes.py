@@ -69,7 +69,7 @@ def test_duffing_damping_loses_energy():
 @pytest.mark.parametrize("mu", [0.1, 0.5])
 def test_van_der_pol_amplitude_near_two(mu):
     # Averaging gives a limit cycle of amplitude 2 + O(mu) for small mu (Strogatz, Nonlinear
-    # Dynamics and Chaos, 2nd ed., Example 7.6.2). Trajectories start inside and outside
+    # Dynamics and Chaos, section 7.6). Trajectories start inside and outside
     # the cycle and are read after 30 periods, when they have converged to it.
     problem = _problem("van_der_pol", mu=mu)
     ts = np.linspace(30.0, 32.0, 401)
@@ -104,8 +104,9 @@ def test_van_der_pol_stiff_uses_implicit_reference():
 
 
 def test_stability_bounds_match_taylor_polynomials():
-    # Real stability intervals of the order-p Taylor polynomials: 2 (p = 1, 2) and 2.5127
-    # (p = 3) (Hairer and Wanner, Solving ODEs II, section IV.2). The grid step is 0.01.
+    # Euler, Heun and Bosh3 advance the solution with the Taylor polynomial of exp(z) of
+    # order 1, 2 and 3, whose real stability intervals are [-2, 0], [-2, 0] and about
+    # [-2.5127, 0]. The grid step of stability_bound is 0.01.
     assert stability_bound("euler") == pytest.approx(2.0, abs=0.011)
     assert stability_bound("heun") == pytest.approx(2.0, abs=0.011)
     assert stability_bound("bosh3") == pytest.approx(2.5127, abs=0.011)
@@ -258,7 +259,7 @@ def _flat(tree):
 
 
 @pytest.mark.parametrize("method,basis", [("parareal", "none"), ("newton", "random1d")])
-def test_kvaerno5_pint_matches_sequential_and_gradients_agree(method, basis):
+def test_kvaerno5_pint_and_gradients(method, basis):
     params, static, solver, loss, x = _kvaerno_setup(method, basis)
     model = eqx.combine(params, static)
 
@@ -294,6 +295,6 @@ def test_kvaerno5_pint_matches_sequential_and_gradients_agree(method, basis):
 
     finite = (shifted(1.0) - shifted(-1.0)) / (2 * h)
     analytic = jnp.dot(implicit, _flat(direction))
-    # Truncation ~h^2 and round-off ~1e-16/h, plus the root finder's 1e-12 residual over h:
-    # all below 1e-6 relative, so 1e-4 is a safe bound.
+    # Truncation ~h^2, round-off ~1e-16/h and the root finder's residual (1e-12) divided by
+    # h are all below 1e-6 relative, so 1e-4 is a safe bound.
     assert abs(float(finite - analytic)) <= 1e-4 * abs(float(analytic))

@@ -2,11 +2,11 @@
 through a stiff problem, and the message for a solve that reached its step limit.
 
 A neural ODE that fits the data reproduces its fast time scale, so the fine solver of the
-trained model meets the spectral radius rho of the true vector field's Jacobian. (The
-eigenvalues do not change under the affine normalisation of the data.) An explicit
-Runge-Kutta step h stays stable on the negative real axis only while h * rho is within
-the solver's stability bound; an adaptive explicit solve needs about chunk * rho / bound
-steps per chunk.
+trained model meets the spectral radius rho of the true vector field's Jacobian. The
+eigenvalues do not change under the affine normalisation of the data. An explicit
+Runge-Kutta step h is stable on the negative real axis only while h * rho is within the
+solver's stability bound. An adaptive explicit solve therefore needs about
+chunk * rho / bound steps per chunk.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ MAX_STEPS_MESSAGE = "maximum number of solver steps was reached"
 
 @functools.cache
 def stability_bound(solver: str) -> float:
-    """The largest b such that [-b, 0] lies in the stability region of explicit `solver`.
+    """Compute the largest b such that [-b, 0] lies in explicit `solver`'s stability region.
 
     One step of size 1 of the diagonal system y' = z * y from y = 1 returns the stability
     function R(z) for a grid of z at once; the bound is where |R| first exceeds 1.
@@ -50,7 +50,7 @@ def stability_bound(solver: str) -> float:
 
 
 def spectral_radius(field, args, states: np.ndarray, t: float) -> float:
-    """max over `states` of the spectral radius of the Jacobian of `field` at time `t`."""
+    """Compute the max over `states` of the spectral radius of `field`'s Jacobian at `t`."""
     jacobians = jax.vmap(jax.jacfwd(lambda y: field(t, y, args)))(jnp.asarray(states))
     return float(np.max(np.abs(np.linalg.eigvals(np.asarray(jacobians)))))
 
@@ -96,7 +96,7 @@ def check_stiffness(cfg: Config, problem) -> None:
 
 
 def step_limit_message(cfg: Config, error: Exception) -> str | None:
-    """The message for a solve that reached diffrax's step limit, else None."""
+    """Return the message for `error` if a solve reached diffrax's step limit, else None."""
     if MAX_STEPS_MESSAGE not in str(error):
         return None
     fine = cfg.integrator.fine

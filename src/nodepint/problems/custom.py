@@ -51,7 +51,7 @@ def load_field(path: str):
 
 
 def _bound(value, size: int, key: str) -> np.ndarray:
-    """One bound per state coordinate from a number or a list of `size` numbers."""
+    """Expand a number, or check a list of `size` numbers, into one bound per coordinate."""
     bound = np.asarray(value, dtype=float)
     if bound.ndim == 0:
         return np.full(size, float(bound))

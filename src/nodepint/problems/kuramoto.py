@@ -7,7 +7,7 @@ gamma centred at 0. For N -> infinity the oscillators synchronise above the crit
 coupling K_c = 2 / (pi g(0)) = 2 gamma, with order parameter r = sqrt(1 - K_c / K)
 (Kuramoto 1975, Lecture Notes in Physics 39, 420; Strogatz 2000, Physica D 143, 1-20).
 
-The neural ODE sees (cos theta_i, sin theta_i) for each oscillator. Phases taken modulo
+The neural ODE observes (cos theta_i, sin theta_i) for each oscillator. Phases taken modulo
 2 pi jump at the wrap, which no smooth vector field reproduces, and unwrapped phases of
 oscillators that do not lock drift without bound, out of the range of the training data.
 The (cos, sin) pairs are bounded and smooth, and they determine the phases.
