@@ -8,6 +8,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 from jaxtyping import Array, Float, PyTree
 
 from nodepint.config import IntegratorConfig
@@ -31,14 +32,17 @@ IMPLICIT_SOLVERS = ("implicit_euler", "kvaerno3", "kvaerno5")
 
 
 def make_solver(name: str, rtol: float, atol: float) -> diffrax.AbstractSolver:
-    """The diffrax solver `name`; implicit ones get a chord root finder with `rtol`/`atol`.
+    """Build the diffrax solver `name`, with a Newton root finder at `rtol`/`atol` if implicit.
 
     Diffrax takes an implicit solver's root-finding tolerances from an adaptive step-size
     controller and raises a ValueError under `ConstantStepSize`, which has none. Passing
     the root finder explicitly makes the fixed-step implicit solves of the PinT chunks work.
+    Newton, not diffrax's default chord method: with fixed steps a failed root find cannot
+    be retried with a smaller step, and the chord method reported "Nonlinear solve
+    diverged" on a van_der_pol smoke run whose coarse implicit Euler step was 0.5.
     """
     if name in IMPLICIT_SOLVERS:
-        return SOLVERS[name](root_finder=diffrax.VeryChord(rtol=rtol, atol=atol))
+        return SOLVERS[name](root_finder=optx.Newton(rtol=rtol, atol=atol))
     return SOLVERS[name]()
 
 
