@@ -15,7 +15,7 @@ import pytest
 from nodepint.config import Config, ConfigError, ProblemConfig
 from nodepint.pipeline import build
 from nodepint.problems import make_problem
-from nodepint.problems.base import reference_solve
+from nodepint.problems.base import ReferenceSolveError, reference_solve
 from nodepint.problems.duffing import duffing_energy
 from nodepint.problems.kuramoto import order_parameter
 from nodepint.problems.van_der_pol import van_der_pol_field
@@ -298,3 +298,14 @@ def test_kvaerno5_pint_and_gradients(method, basis):
     # Truncation ~h^2, round-off ~1e-16/h and the root finder's residual (1e-12) divided by
     # h are all below 1e-6 relative, so 1e-4 is a safe bound.
     assert abs(float(finite - analytic)) <= 1e-4 * abs(float(analytic))
+
+
+def test_reference_solve_step_limit_error():
+    def decay(t, y, args):
+        return -y
+
+    ts = jnp.linspace(0.0, 1.0, 3)
+    ys = reference_solve(decay, jnp.ones((2, 1)), ts, None, 1e-10, 1e-10)
+    np.testing.assert_allclose(ys[:, -1, 0], np.exp(-1.0), rtol=1e-9)
+    with pytest.raises(ReferenceSolveError, match="failed on 2 of 2 trajectories"):
+        reference_solve(decay, jnp.ones((2, 1)), ts, None, 1e-10, 1e-10, max_steps=3)

@@ -122,7 +122,7 @@ def reference_solve(
     integral controller.
     """
     solver = solver or diffrax.Dopri8()
-    return _reference_solve(
+    ys, succeeded = _reference_solve(
         field,
         jnp.asarray(y0s),
         jnp.asarray(ts),
@@ -134,6 +134,19 @@ def reference_solve(
         pcoeff,
         icoeff,
     )
+    failed = int(np.sum(~np.asarray(succeeded)))
+    if failed:
+        raise ReferenceSolveError(
+            f"the reference solve that generates the data failed on {failed} of "
+            f"{len(succeeded)} trajectories: {type(solver).__name__} stopped before the end "
+            f"of the span (limit {max_steps} steps) at problem.reference_rtol={rtol}, "
+            f"problem.reference_atol={atol}. Loosen these tolerances or shorten problem.t1."
+        )
+    return ys
+
+
+class ReferenceSolveError(RuntimeError):
+    """The reference solve that generates a problem's data did not finish."""
 
 
 # filter_jit keys its cache on the field function, the solver and the Python numbers, so
@@ -142,7 +155,7 @@ def reference_solve(
 @eqx.filter_jit
 def _reference_solve(field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff, icoeff):
     def one(y0):
-        return diffrax.diffeqsolve(
+        solution = diffrax.diffeqsolve(
             diffrax.ODETerm(field),
             solver,
             ts[0],
@@ -155,7 +168,9 @@ def _reference_solve(field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff
                 rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff
             ),
             max_steps=max_steps,
-        ).ys
+            throw=False,
+        )
+        return solution.ys, solution.result == diffrax.RESULTS.successful
 
     return jax.vmap(one)(y0s)
 

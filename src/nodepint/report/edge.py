@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nodepint.config import Config
 from nodepint.pipeline import Evaluation, run
+from nodepint.problems.base import ReferenceSolveError
 from nodepint.report import files
 from nodepint.report.figures import run_figures
 from nodepint.report.wandb_logger import WandbLogger
@@ -182,7 +183,7 @@ def execute(cfg: Config, resolved: dict[str, Any], run_dir: Path) -> dict[str, A
         summary = reporter.partial_summary()
         summary.update(status="interrupted", reason="interrupted by the user or a signal")
         log.warning("run interrupted; metrics and the last checkpoint are in %s", run_dir)
-    except (NonFiniteLossError, PintNotConvergedError) as err:
+    except (NonFiniteLossError, PintNotConvergedError, ReferenceSolveError) as err:
         summary = reporter.partial_summary()
         summary.update(status="failed", reason=str(err))
         log.error("run failed: %s", err)
