@@ -97,11 +97,11 @@ class Problem(abc.ABC):
         return None
 
     def field_args(self) -> Any:
-        """The `args` that `true_vector_field` takes."""
+        """Return the `args` that `true_vector_field` takes."""
         return None
 
     def describe(self) -> str:
-        """The problem's name with the parameters that set its time scales, for messages."""
+        """Return the problem's name with the parameters that set its time scales."""
         return self.name
 
     def stiffness_probe_states(self) -> np.ndarray | None:
