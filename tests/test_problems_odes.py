@@ -258,6 +258,9 @@ def _flat(tree):
     return jnp.concatenate([leaf.ravel() for leaf in jax.tree_util.tree_leaves(tree)])
 
 
+# Slow: compiling the implicit solves with their derivatives took about 23 minutes for
+# both cases on a shared 2-core machine.
+@pytest.mark.slow
 @pytest.mark.parametrize("method,basis", [("parareal", "none"), ("newton", "random1d")])
 def test_kvaerno5_pint_and_gradients(method, basis):
     params, static, solver, loss, x = _kvaerno_setup(method, basis)
