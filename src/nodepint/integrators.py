@@ -31,6 +31,9 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
 IMPLICIT_SOLVERS = ("implicit_euler", "kvaerno3", "kvaerno5")
 
 
+ROOT_FIND_MAX_STEPS = 30
+
+
 def make_solver(name: str, rtol: float, atol: float) -> diffrax.AbstractSolver:
     """Build the diffrax solver `name`, with a Newton root finder at `rtol`/`atol` if implicit.
 
@@ -42,7 +45,11 @@ def make_solver(name: str, rtol: float, atol: float) -> diffrax.AbstractSolver:
     diverged" on a van_der_pol smoke run whose coarse implicit Euler step was 0.5.
     """
     if name in IMPLICIT_SOLVERS:
-        return SOLVERS[name](root_finder=optx.Newton(rtol=rtol, atol=atol))
+        # NOTE: diffrax's default of 10 Newton iterations per stage ran out at epoch 3 of a
+        # van_der_pol run at mu = 1000. 30 is a guess that has not been checked on that run.
+        return SOLVERS[name](
+            root_finder=optx.Newton(rtol=rtol, atol=atol), root_find_max_steps=ROOT_FIND_MAX_STEPS
+        )
     return SOLVERS[name]()
 
 

@@ -19,10 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from nodepint.config import Config, ConfigError
-from nodepint.integrators import IMPLICIT_SOLVERS, SOLVERS
+from nodepint.integrators import IMPLICIT_SOLVERS, ROOT_FIND_MAX_STEPS, SOLVERS
 
 # diffrax's message when an adaptive solve reaches max_steps (diffrax 0.7, RESULTS).
 MAX_STEPS_MESSAGE = "maximum number of solver steps was reached"
+# optimistix's message when the root finder of an implicit stage runs out of iterations,
+# which a fixed-step solve cannot recover from by shrinking the step (optimistix 0.1).
+ROOT_FIND_MESSAGE = "maximum number of steps was reached in the nonlinear solver"
 
 
 @functools.cache
@@ -96,13 +99,21 @@ def check_stiffness(cfg: Config, problem) -> None:
 
 
 def step_limit_message(cfg: Config, error: Exception) -> str | None:
-    """Return the message for `error` if a solve reached diffrax's step limit, else None."""
-    if MAX_STEPS_MESSAGE not in str(error):
-        return None
+    """Return the message for `error` if a solve reached diffrax's step limit or an implicit
+    stage's Newton iteration limit, else None."""
     fine = cfg.integrator.fine
     problem = cfg.problem.name
     if cfg.problem.mu is not None:
         problem += f" with mu={cfg.problem.mu:g}"
+    if ROOT_FIND_MESSAGE in str(error):
+        return (
+            f"the implicit solver {fine.solver} failed to solve its stage equations within "
+            f"{ROOT_FIND_MAX_STEPS} Newton iterations on problem {problem}, with fixed steps "
+            f"(integrator.fine.steps={fine.steps}). Raise integrator.fine.steps, or lower "
+            "optim.lr if the failure came after some epochs of training."
+        )
+    if MAX_STEPS_MESSAGE not in str(error):
+        return None
     return (
         f"a solve reached its step limit (integrator.fine.max_steps={fine.max_steps}) with "
         f"integrator.fine.solver={fine.solver} on problem {problem}. The problem "

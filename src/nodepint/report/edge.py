@@ -188,7 +188,8 @@ def execute(cfg: Config, resolved: dict[str, Any], run_dir: Path) -> dict[str, A
         summary.update(status="failed", reason=str(err))
         log.error("run failed: %s", err)
     except Exception as err:  # noqa: BLE001 - recorded in summary.json; re-raised unless a step limit
-        # diffrax reports a solve that reached max_steps through an equinox runtime error
+        # diffrax reports a solve that reached max_steps, or an implicit stage whose root
+        # find ran out of iterations, through an equinox runtime error
         # (EquinoxRuntimeError in equinox 0.13). Matching diffrax's message rather than the
         # class keeps this working if the error type changes.
         message = step_limit_message(cfg, err)
