@@ -45,8 +45,8 @@ def make_solver(name: str, rtol: float, atol: float) -> diffrax.AbstractSolver:
     diverged" on a van_der_pol smoke run whose coarse implicit Euler step was 0.5.
     """
     if name in IMPLICIT_SOLVERS:
-        # NOTE: diffrax's default of 10 Newton iterations per stage ran out at epoch 3 of a
-        # van_der_pol run at mu = 1000. 30 is a guess that has not been checked on that run.
+        # NOTE: 30 Newton iterations per stage (diffrax's default is 10) is a guess. A
+        # van_der_pol run at mu = 1000 failed with either limit until its coarse step shrank.
         return SOLVERS[name](
             root_finder=optx.Newton(rtol=rtol, atol=atol), root_find_max_steps=ROOT_FIND_MAX_STEPS
         )
