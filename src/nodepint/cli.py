@@ -29,10 +29,12 @@ def check(cfg: DictConfig):
     validate(cfg)
     typed = to_dataclass(cfg)
     from nodepint.problems import make_problem
+    from nodepint.stiffness import check_stiffness
 
     problem = make_problem(typed.problem)
     if typed.model.encoder == "projection":
         problem.check_reduced_basis(typed.model.latent_size)
+    check_stiffness(typed, problem)
     return typed
 
 

@@ -80,6 +80,9 @@ class ProblemConfig:
     # Problem-specific constants (for example sigma, rho, beta for lorenz); each problem
     # checks the names it accepts.
     params: dict[str, Any] = field(default_factory=dict)
+    # Shorthand for params.mu, so that `problem.mu=1000` sets van_der_pol's damping; only
+    # problems with a `mu` parameter accept it.
+    mu: float | None = None
 
 
 @dataclass

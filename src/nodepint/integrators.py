@@ -8,6 +8,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 from jaxtyping import Array, Float, PyTree
 
 from nodepint.config import IntegratorConfig
@@ -25,6 +26,32 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "kvaerno3": diffrax.Kvaerno3,
     "kvaerno5": diffrax.Kvaerno5,
 }
+# Implicit solvers solve a nonlinear system in every stage. They are A-stable (diffrax
+# 0.7 documents all three as A-L stable), so stability does not bound their step size.
+IMPLICIT_SOLVERS = ("implicit_euler", "kvaerno3", "kvaerno5")
+
+
+ROOT_FIND_MAX_STEPS = 30
+
+
+def make_solver(name: str, rtol: float, atol: float) -> diffrax.AbstractSolver:
+    """Build the diffrax solver `name`, with a Newton root finder at `rtol`/`atol` if implicit.
+
+    Diffrax takes an implicit solver's root-finding tolerances from an adaptive step-size
+    controller and raises a ValueError under `ConstantStepSize`, which has none. Passing
+    the root finder explicitly makes the fixed-step implicit solves of the PinT chunks work.
+    Newton, not diffrax's default chord method: with fixed steps a failed root find cannot
+    be retried with a smaller step, and the chord method reported "Nonlinear solve
+    diverged" on a van_der_pol smoke run whose coarse implicit Euler step was 0.5.
+    """
+    if name in IMPLICIT_SOLVERS:
+        # NOTE: 30 Newton iterations per stage (diffrax's default is 10) is a guess. A
+        # van_der_pol run at mu = 1000 failed with either limit until its coarse step shrank.
+        return SOLVERS[name](
+            root_finder=optx.Newton(rtol=rtol, atol=atol), root_find_max_steps=ROOT_FIND_MAX_STEPS
+        )
+    return SOLVERS[name]()
+
 
 # A vector field in diffrax's convention: f(t, y, args) -> dy/dt.
 VectorField = Callable[[Float[Array, ""], Float[Array, " state"], PyTree], Float[Array, " state"]]
@@ -97,7 +124,7 @@ class Propagator(eqx.Module):
 def make_propagators(cfg: IntegratorConfig, chunks: int) -> tuple[Propagator, Propagator]:
     """Build the fine and coarse propagators for a span split into `chunks` chunks."""
     fine = Propagator(
-        solver=SOLVERS[cfg.fine.solver](),
+        solver=make_solver(cfg.fine.solver, cfg.fine.rtol, cfg.fine.atol),
         steps=max(cfg.fine.steps // chunks, 1),
         adaptive=cfg.fine.adaptive,
         rtol=cfg.fine.rtol,
@@ -105,7 +132,7 @@ def make_propagators(cfg: IntegratorConfig, chunks: int) -> tuple[Propagator, Pr
         max_steps=cfg.fine.max_steps,
     )
     coarse = Propagator(
-        solver=SOLVERS[cfg.coarse.solver](),
+        solver=make_solver(cfg.coarse.solver, cfg.fine.rtol, cfg.fine.atol),
         steps=cfg.coarse.steps_per_chunk,
         adaptive=False,
         rtol=cfg.fine.rtol,

@@ -25,6 +25,7 @@ from nodepint.models import NeuralODE, build_model, rate_scale
 from nodepint.pint import PintSettings
 from nodepint.pint.bases import grow_basis
 from nodepint.problems import Dataset, Problem, make_problem
+from nodepint.stiffness import check_stiffness
 from nodepint.training import (
     EpochRecord,
     StepStats,
@@ -130,6 +131,7 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
     key = jr.PRNGKey(cfg.seed)
     data_key, model_key = jr.split(key)
     problem = make_problem(cfg.problem)
+    check_stiffness(cfg, problem)
     data = problem.make_data(data_key)
     data = jax.tree_util.tree_map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, data

@@ -105,6 +105,11 @@ def project_jacobian(basis, propagator, field, states, tau, args, v):
 
     For `diagonal` only the diagonal of W_n = J_n is kept.
     """
+    if v.shape[-1] == 0:
+        # Rank 0 (parareal without a basis). Skipping the JVPs also avoids vmapping an
+        # implicit solver's root find over an empty axis, which fails inside equinox's
+        # unvmap_max (equinox 0.13) with "zero-size array to reduction operation max".
+        return jnp.zeros_like(v)
     jvps = jax.vmap(propagator.jvp, in_axes=(None, 0, 0, 0, None, 0))
     w = jvps(field, states[:-1], tau[:-1], tau[1:], args, v)
     if basis == "diagonal":

@@ -6,6 +6,7 @@ import abc
 from typing import Any, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -56,6 +57,18 @@ class Problem(abc.ABC):
             )
         self.cfg = cfg
         self.params: dict[str, Any] = {**self.default_params, **cfg.params}
+        if cfg.mu is not None:
+            if "mu" not in self.default_params:
+                raise ConfigError(
+                    f"problem.mu={cfg.mu} is invalid: problem {self.name} has no parameter mu; "
+                    "remove problem.mu."
+                )
+            if "mu" in cfg.params and cfg.params["mu"] != cfg.mu:
+                raise ConfigError(
+                    f"problem.mu={cfg.mu} and problem.params.mu={cfg.params['mu']} disagree: "
+                    "set only one of them."
+                )
+            self.params["mu"] = cfg.mu
         self.check_params()
 
     def check_params(self) -> None:  # noqa: B027 - optional hook, empty by default
@@ -98,13 +111,66 @@ class Problem(abc.ABC):
             "linear or mlp."
         )
 
+    def field_args(self) -> Any:
+        """Return the `args` that `true_vector_field` takes."""
+        return None
 
-def reference_solve(field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000):
-    """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`."""
+    def describe(self) -> str:
+        """Return the problem's name with the parameters that set its time scales."""
+        return self.name
+
+    def stiffness_probe_states(self) -> np.ndarray | None:
+        """States (data units) where the stiffness check evaluates the true field's Jacobian.
+
+        None, the default, skips the check. Problems that can be stiff return states that
+        their trajectories visit.
+        """
+        return None
+
+
+def reference_solve(
+    field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000, pcoeff=0.0, icoeff=1.0
+):
+    """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`.
+
+    `pcoeff` and `icoeff` are the PID controller's coefficients; the default (0, 1) is an
+    integral controller.
+    """
     solver = solver or diffrax.Dopri8()
+    ys, succeeded = _reference_solve(
+        field,
+        jnp.asarray(y0s),
+        jnp.asarray(ts),
+        args,
+        rtol,
+        atol,
+        solver,
+        max_steps,
+        pcoeff,
+        icoeff,
+    )
+    failed = int(np.sum(~np.asarray(succeeded)))
+    if failed:
+        raise ReferenceSolveError(
+            f"the reference solve that generates the data failed on {failed} of "
+            f"{len(succeeded)} trajectories: {type(solver).__name__} stopped before the end "
+            f"of the span (limit {max_steps} steps) at problem.reference_rtol={rtol}, "
+            f"problem.reference_atol={atol}. Loosen these tolerances or shorten problem.t1."
+        )
+    return ys
 
+
+class ReferenceSolveError(RuntimeError):
+    """The reference solve that generates a problem's data did not finish."""
+
+
+# filter_jit keys its cache on the field function, the solver and the Python numbers, so
+# repeated solves of one problem at the same shapes compile once (a Dopri8 solve takes
+# seconds to compile on a CPU).
+@eqx.filter_jit
+def _reference_solve(field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff, icoeff):
     def one(y0):
-        return diffrax.diffeqsolve(
+        solution = diffrax.diffeqsolve(
             diffrax.ODETerm(field),
             solver,
             ts[0],
@@ -113,11 +179,15 @@ def reference_solve(field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_0
             y0,
             args=args,
             saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            stepsize_controller=diffrax.PIDController(
+                rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff
+            ),
             max_steps=max_steps,
-        ).ys
+            throw=False,
+        )
+        return solution.ys, solution.result == diffrax.RESULTS.successful
 
-    return jax.jit(jax.vmap(one))(y0s)
+    return jax.vmap(one)(y0s)
 
 
 def split_indices(key: PRNGKeyArray, n: int, val_fraction: float, test_fraction: float):

@@ -18,9 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nodepint.config import Config, ConfigError
 from nodepint.pipeline import Evaluation, run
+from nodepint.problems.base import ReferenceSolveError
 from nodepint.report import files
 from nodepint.report.figures import run_figures
 from nodepint.report.wandb_logger import WandbLogger
+from nodepint.stiffness import step_limit_message
 from nodepint.training import EpochRecord, NonFiniteLossError, PintNotConvergedError, TrainState
 
 log = logging.getLogger("nodepint")
@@ -181,11 +183,22 @@ def execute(cfg: Config, resolved: dict[str, Any], run_dir: Path) -> dict[str, A
         summary = reporter.partial_summary()
         summary.update(status="interrupted", reason="interrupted by the user or a signal")
         log.warning("run interrupted; metrics and the last checkpoint are in %s", run_dir)
-    except (NonFiniteLossError, PintNotConvergedError, ConfigError) as err:
+    except (NonFiniteLossError, PintNotConvergedError, ConfigError, ReferenceSolveError) as err:
         summary = reporter.partial_summary()
         summary.update(status="failed", reason=str(err))
         log.error("run failed: %s", err)
-    except Exception as err:  # noqa: BLE001 - recorded in summary.json, then re-raised
+    except Exception as err:  # noqa: BLE001 - recorded in summary.json; re-raised unless a step limit
+        # diffrax reports a solve that reached max_steps, or an implicit stage whose root
+        # find ran out of iterations, through an equinox runtime error
+        # (EquinoxRuntimeError in equinox 0.13). Matching diffrax's message rather than the
+        # class keeps this working if the error type changes.
+        message = step_limit_message(cfg, err)
+        if message is not None:
+            summary = reporter.partial_summary()
+            summary.update(status="failed", reason=message)
+            log.error("run failed: %s", message)
+            reporter.finish(summary)
+            return summary
         summary = reporter.partial_summary()
         summary.update(status="failed", reason=f"{type(err).__name__}: {err}")
         summary.setdefault("timing", {})["total_seconds"] = time.perf_counter() - start
