@@ -1,0 +1,976 @@
+"""Benchmarks: PinT solves and gradients against one sequential diffrax solve.
+
+Every case runs in this one process (B5 in one subprocess, because the host device count
+must be set before JAX starts). Each timed function is called once to compile, then
+`--reps` more times; rows report the median wall time. The script writes `bench.json`
+and replaces the generated section of `BENCHMARKS.md`.
+
+    python scripts/bench.py            # make bench
+    python scripts/bench.py --quick    # make bench-quick: fewer presets, chunk counts, epochs
+
+The "trained lorenz neural vector field" is trained by this script with diffrax
+sequential solves (Adam, the lorenz data set) and cached under `.bench-cache/`, which git
+ignores; delete that folder to train it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from omegaconf import OmegaConf
+
+jax.config.update("jax_enable_x64", True)
+
+from nodepint.config import (  # noqa: E402
+    CoarseConfig,
+    Config,
+    IntegratorConfig,
+    LoggerConfig,
+    ModelConfig,
+    OptimConfig,
+    PintConfig,
+    ProblemConfig,
+    SolverConfig,
+    TrainConfig,
+)
+from nodepint.gradients import pint_solve_implicit  # noqa: E402
+from nodepint.integrators import chunk_boundaries, make_propagators  # noqa: E402
+from nodepint.models import NeuralODE, field_function  # noqa: E402
+from nodepint.pint import PintSettings, pint_solve  # noqa: E402
+from nodepint.pint.bases import grow_basis  # noqa: E402
+from nodepint.pipeline import build, relative_deviation, solver_for  # noqa: E402
+from nodepint.training import (  # noqa: E402
+    Steps,
+    StepStats,
+    init_train_state,
+    make_optimizer,
+    make_steps,
+    train_epoch,
+)
+
+try:
+    from nodepint.gradients import pint_solve_dal  # noqa: E402
+except ImportError:
+    # NOTE: DAL lives on another branch until it is merged; its B2 row reads "not measured".
+    pint_solve_dal = None
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench-cache"
+MARK_BEGIN = "<!-- bench:begin (written by scripts/bench.py) -->"
+MARK_END = "<!-- bench:end -->"
+ALL_PRESETS = (
+    "jacobi",
+    "parareal",
+    "krylov_parareal",
+    "newton",
+    "diagonal",
+    "random1d",
+    "sensitivity",
+    "growing",
+)
+# The PinT stopping tolerance of the benchmark solves. A defect of 1e-12 per chunk, summed
+# over at most 256 chunks and amplified by the Lorenz flow over one time unit, stays well
+# below the 1e-8 relative deviation that the forward target allows.
+PINT_TOL = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Problem sizes and repetitions of one benchmark run."""
+
+    # B1, B2, B5: fine Tsit5 steps over the span [0, 1] of one trajectory.
+    steps: int = 2**14
+    chunk_grid: tuple[int, ...] = (32, 64, 128, 256)
+    # Coarse Tsit5 steps per chunk. With 2 steps and 256 chunks the coarse sweep of the
+    # trained field already meets the tolerance, so the solve needs one fine sweep only.
+    coarse_steps: int = 2
+    presets: tuple[str, ...] = ALL_PRESETS
+    reps: int = 5
+    # B2: observation times of the trajectory loss.
+    observations: int = 64
+    # B3
+    trajectories: int = 256
+    throughput_steps: int = 2**14
+    # B4: fine steps of the training solves, PinT chunks, the epoch limit and the target.
+    train_steps: int = 1024
+    train_chunks: int = 32
+    train_max_epochs: int = 60
+    target_val_loss: float = 0.02
+    # Epochs of the diffrax training that produces the benchmarked vector field.
+    field_epochs: int = 60
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    chunk_grid=(128, 256),
+    presets=("parareal", "newton", "random1d"),
+    reps=3,
+    throughput_steps=2**12,
+    train_steps=256,
+    train_chunks=16,
+    train_max_epochs=30,
+)
+
+
+# -- measurement helpers
+
+
+def median_seconds(
+    fn: Callable, args: tuple, reps: int, clock: Callable[[], float] = time.perf_counter
+) -> tuple[float, float, list[float], Any]:
+    """Call `fn(*args)` once (compile and warm-up), then `reps` times.
+
+    Returns (median seconds, seconds of the first call, all timed seconds, last output).
+    Every call blocks until its result is ready.
+    """
+    start = clock()
+    out = jax.block_until_ready(fn(*args))
+    first = clock() - start
+    times = []
+    for _ in range(reps):
+        start = clock()
+        out = jax.block_until_ready(fn(*args))
+        times.append(clock() - start)
+    return statistics.median(times), first, times, out
+
+
+def speedup(baseline_seconds: float, seconds: float) -> float:
+    """How many times faster than the baseline (above 1: faster)."""
+    return baseline_seconds / seconds
+
+
+def max_relative_deviation(values, reference) -> float:
+    """max |values - reference| / max |reference| over all entries of two arrays."""
+    return relative_deviation(np.asarray(values)[None], np.asarray(reference)[None])
+
+
+def tree_relative_deviation(tree, reference) -> float:
+    """`max_relative_deviation` of two pytrees with the same structure, over all leaves."""
+    flat = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+    flat_ref = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(reference)])
+    return max_relative_deviation(flat, flat_ref)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def replace_section(text: str, section: str) -> str:
+    """Put `section` between the bench markers of `text`, or append it when they are missing."""
+    block = f"{MARK_BEGIN}\n{section.rstrip()}\n{MARK_END}"
+    if MARK_BEGIN in text and MARK_END in text:
+        head = text.split(MARK_BEGIN)[0]
+        tail = text.split(MARK_END, 1)[1]
+        return head + block + tail
+    return text.rstrip() + "\n\n" + block + "\n"
+
+
+def row(case: str, name: str, **fields) -> dict[str, Any]:
+    """One result row; `peak_rss_mib` is the process peak after the row ran."""
+    return {"case": case, "name": name, **fields, "peak_rss_mib": round(peak_rss_mib(), 1)}
+
+
+def not_measured(case: str, name: str, reason: str) -> dict[str, Any]:
+    return {"case": case, "name": name, "status": "not measured", "reason": reason}
+
+
+# -- the model and data
+
+
+def lorenz_config(sizes: Sizes, fine_steps: int, pint_name: str, chunks: int) -> Config:
+    """The lorenz problem as its Hydra config sets it (problem/lorenz.yaml), as a dataclass."""
+    preset = preset_config(pint_name)
+    return Config(
+        problem=ProblemConfig(
+            name="lorenz", t0=0.0, t1=1.0, n_obs=33, n_trajectories=128, noise=0.01
+        ),
+        model=ModelConfig(activation="swish"),
+        integrator=IntegratorConfig(
+            fine=SolverConfig(solver="tsit5", steps=fine_steps),
+            coarse=CoarseConfig(solver="tsit5", steps_per_chunk=1),
+        ),
+        pint=PintConfig(
+            name=pint_name,
+            method=preset["method"],
+            basis=preset["basis"],
+            chunks=chunks,
+            scan=preset.get("scan", "sequential"),
+            max_rank=preset.get("max_rank", 2),
+            warm_start=True,
+        ),
+        train=TrainConfig(epochs=sizes.train_max_epochs, batch_size=16),
+        optim=OptimConfig(lr=3.0e-2),
+        logger=LoggerConfig(name="none"),
+        seed=0,
+    )
+
+
+def preset_config(name: str) -> dict[str, Any]:
+    """The keys of conf/pint/NAME.yaml."""
+    return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "pint" / f"{name}.yaml"))
+
+
+def diffrax_outputs(model: NeuralODE, x, ts, t0: float, t1: float, steps: int):
+    """The model's outputs at `ts` from one diffeqsolve over [t0, t1] with fixed Tsit5 steps."""
+    z0 = model.encoder(x)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field_function),
+        diffrax.Tsit5(),
+        t0,
+        t1,
+        (t1 - t0) / steps,
+        z0,
+        args=model.field,
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.ConstantStepSize(),
+        max_steps=steps + 1,
+        adjoint=diffrax.RecursiveCheckpointAdjoint(),
+    )
+    return jax.vmap(model.decoder)(sol.ys)
+
+
+def make_diffrax_steps(cfg: Config, ts, optimizer) -> Steps:
+    """Training and evaluation steps with the same signature as `training.make_steps`, whose
+    forward map is one diffrax solve per trajectory (the sequential training baseline)."""
+    t0, t1, steps = cfg.problem.t0, cfg.problem.t1, cfg.integrator.fine.steps
+    traces = {"train": 0}
+
+    def batch_outputs(model, inputs):
+        return jax.vmap(lambda x: diffrax_outputs(model, x, ts, t0, t1, steps))(inputs)
+
+    def stats(loss, inputs):
+        n = inputs.shape[0]
+        zeros = jnp.zeros((n,), dtype=jnp.int32)
+        ok = jnp.ones((n,), dtype=bool)
+        return StepStats(loss, jnp.array(jnp.nan), zeros, jnp.zeros((n, 1)), ok, ~ok)
+
+    def loss_fn(params, static, inputs, targets, mask):
+        outputs = batch_outputs(eqx.combine(params, static), inputs)
+        squared = jnp.mean((outputs - targets) ** 2, axis=-1)
+        return jnp.sum(mask * squared) / jnp.sum(mask)
+
+    @eqx.filter_jit
+    def train_step(model, opt_state, inputs, targets, mask, jumps, kept, key):
+        traces["train"] += 1
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        loss, grads = jax.value_and_grad(loss_fn)(params, static, inputs, targets, mask)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return eqx.apply_updates(model, updates), opt_state, jumps, stats(loss, inputs)
+
+    @eqx.filter_jit
+    def evaluate(model, inputs, targets, mask, kept, key):
+        outputs = batch_outputs(model, inputs)
+        squared = jnp.mean((outputs - targets) ** 2, axis=-1)
+        return outputs, stats(jnp.sum(mask * squared) / jnp.sum(mask), inputs)
+
+    return Steps(train_step, evaluate, lambda: traces["train"])
+
+
+def train(cfg: Config, steps: Steps, model, optimizer, data, epochs: int, target: float | None):
+    """Train for up to `epochs` epochs; stop early once the validation loss is <= `target`.
+
+    Returns (model, history, compile seconds). The history lists, per epoch, the validation
+    loss and the training seconds so far, compilation excluded: both steps are compiled and
+    run once on the initial state first, and that result is thrown away.
+    """
+    size = int(model.encoder(data.train.inputs[0]).shape[0])
+    kept = jnp.zeros((size, 0), dtype=data.train.inputs.dtype)
+    state = init_train_state(model, optimizer, data.train, cfg.pint.chunks, size, kept)
+    batch = min(cfg.train.batch_size, data.train.inputs.shape[0])
+    key = jr.PRNGKey(cfg.seed + 1)
+
+    start = time.perf_counter()
+    warm = steps.train(
+        state.model,
+        state.opt_state,
+        data.train.inputs[:batch],
+        data.train.targets[:batch],
+        data.train.mask[:batch],
+        state.jumps[:batch],
+        kept,
+        key,
+    )
+    jax.block_until_ready(warm)
+    val = data.val
+    jax.block_until_ready(steps.evaluate(state.model, val.inputs, val.targets, val.mask, kept, key))
+    compile_seconds = time.perf_counter() - start
+
+    history, elapsed = [], 0.0
+    for epoch in range(epochs):
+        state, record = train_epoch(
+            state,
+            steps,
+            data.train,
+            data.val,
+            cfg.train,
+            cfg.pint.warm_start,
+            jr.fold_in(key, epoch),
+            time.perf_counter,
+        )
+        elapsed += record.epoch_seconds
+        history.append(
+            {
+                "epoch": record.epoch,
+                "val_loss": record.val_loss,
+                "seconds": elapsed,
+                "iterations_mean": record.iterations_mean,
+            }
+        )
+        if target is not None and record.val_loss <= target:
+            break
+    return state.model, history, compile_seconds
+
+
+def trained_model(sizes: Sizes, log: Callable[[str], None]):
+    """The lorenz model after `sizes.field_epochs` epochs of diffrax training, cached on disk.
+
+    Returns (model, data, cache path, whether it was trained now).
+    """
+    cfg = lorenz_config(sizes, 64, "sequential", 1)
+    _, data, model, _, _ = build(cfg)
+    path = CACHE / f"lorenz-field-seed{cfg.seed}-epochs{sizes.field_epochs}.eqx"
+    if path.exists():
+        return eqx.tree_deserialise_leaves(path, model), data, path, False
+    log(f"training the lorenz vector field for {sizes.field_epochs} epochs (cached in {path})")
+    optimizer = make_optimizer(cfg.optim, sizes.field_epochs * 5)
+    steps = make_diffrax_steps(cfg, data.ts, optimizer)
+    model, history, _ = train(cfg, steps, model, optimizer, data, sizes.field_epochs, None)
+    log(f"  validation loss {history[-1]['val_loss']:.3g} after {sizes.field_epochs} epochs")
+    CACHE.mkdir(exist_ok=True)
+    eqx.tree_serialise_leaves(path, model)
+    return model, data, path, True
+
+
+# -- B1 forward
+
+
+def diffrax_forward(steps: int, saveat: diffrax.SaveAt):
+    """One diffeqsolve of the field over [0, 1] with `steps` fixed Tsit5 steps."""
+
+    @eqx.filter_jit
+    def solve(field, y0):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(field_function),
+            diffrax.Tsit5(),
+            0.0,
+            1.0,
+            1.0 / steps,
+            y0,
+            args=field,
+            saveat=saveat,
+            stepsize_controller=diffrax.ConstantStepSize(),
+            max_steps=steps + 1,
+        ).ys
+
+    return solve
+
+
+def pint_parts(preset: str, chunks: int, steps: int, size: int, coarse_steps: int):
+    """Settings, propagators, chunk boundaries and kept basis of one preset at `chunks`."""
+    p = preset_config(preset)
+    settings = PintSettings(
+        method=p["method"],
+        basis=p["basis"],
+        chunks=chunks,
+        rtol=PINT_TOL,
+        atol=PINT_TOL,
+        max_iters=chunks,
+        scan=p.get("scan", "sequential"),
+        rank=p.get("max_rank", 2),
+    )
+    integrator = IntegratorConfig(
+        fine=SolverConfig(solver="tsit5", steps=steps),
+        coarse=CoarseConfig(solver="tsit5", steps_per_chunk=coarse_steps),
+    )
+    fine, coarse = make_propagators(integrator, chunks)
+    tau = chunk_boundaries(0.0, 1.0, chunks)
+    kept = None
+    if p["basis"] == "growing":
+        # The kept basis at its largest rank, as training would end with it.
+        kept = grow_basis(jnp.zeros((size, 0)), p.get("max_rank", 3), jr.PRNGKey(7))
+    return settings, fine, coarse, tau, kept
+
+
+def pint_forward(preset: str, chunks: int, steps: int, size: int, coarse_steps: int):
+    settings, fine, coarse, tau, kept = pint_parts(preset, chunks, steps, size, coarse_steps)
+
+    @eqx.filter_jit
+    def solve(field, y0):
+        return pint_solve(
+            settings,
+            fine,
+            coarse,
+            field_function,
+            y0,
+            tau,
+            field,
+            jr.PRNGKey(3),
+            loop="lax",
+            kept=kept,
+        )
+
+    return solve
+
+
+def forward_case(field, y0, sizes: Sizes, log) -> tuple[list[dict], dict]:
+    """B1: diffrax sequential, nodepint sequential and every preset over the chunk grid."""
+    steps, rows = sizes.steps, []
+    finest = max(sizes.chunk_grid)
+    if any(finest % n for n in sizes.chunk_grid):
+        raise ValueError(f"every chunk count of {sizes.chunk_grid} must divide {finest}")
+    # The reference states at the finest chunk boundaries (untimed: saving there costs
+    # diffrax extra work that the timed solve below, saving only y(1), does not do).
+    reference = diffrax_forward(steps, diffrax.SaveAt(ts=chunk_boundaries(0.0, 1.0, finest)))(
+        field, y0
+    )
+
+    base, compile_s, times, end = median_seconds(
+        diffrax_forward(steps, diffrax.SaveAt(t1=True)), (field, y0), sizes.reps
+    )
+    rows.append(
+        row(
+            "B1",
+            "diffrax sequential",
+            seconds=base,
+            times=times,
+            compile_seconds=compile_s,
+            speedup_vs_diffrax=1.0,
+            max_relative_deviation=max_relative_deviation(end[0], reference[-1]),
+        )
+    )
+    log(f"B1 diffrax sequential: {base * 1e3:.1f} ms")
+
+    def pint_row(name, preset, chunks):
+        seconds, compile_s, times, sol = median_seconds(
+            pint_forward(preset, chunks, steps, y0.shape[0], sizes.coarse_steps),
+            (field, y0),
+            sizes.reps,
+        )
+        deviation = max_relative_deviation(sol.states, reference[:: finest // chunks])
+        r = row(
+            "B1",
+            name,
+            preset=preset,
+            chunks=chunks,
+            seconds=seconds,
+            times=times,
+            compile_seconds=compile_s,
+            speedup_vs_diffrax=speedup(base, seconds),
+            max_relative_deviation=deviation,
+            iterations=int(sol.iterations),
+            converged=bool(sol.converged),
+        )
+        log(
+            f"B1 {name} N={chunks}: {seconds * 1e3:.1f} ms, x{r['speedup_vs_diffrax']:.2f}, "
+            f"{r['iterations']} iterations, deviation {deviation:.2e}"
+        )
+        return r
+
+    rows.append(pint_row("nodepint sequential", "sequential", min(sizes.chunk_grid)))
+    best = None
+    for preset in sizes.presets:
+        candidates = [pint_row(preset, preset, n) for n in sizes.chunk_grid]
+        fastest = min(candidates, key=lambda r: r["seconds"] if r["converged"] else np.inf)
+        for r in candidates:
+            r["best_of_grid"] = r is fastest
+        rows.extend(candidates)
+        if fastest["converged"] and (best is None or fastest["seconds"] < best["seconds"]):
+            best = fastest
+    return rows, best
+
+
+# -- B2 gradient
+
+
+def observation_indices(chunks: int, observations: int) -> np.ndarray:
+    """Indices of the observation times t_k = k / observations (k = 1..observations) among
+    the chunk boundaries n / chunks; the chunk count must be a multiple of `observations`."""
+    if chunks % observations:
+        raise ValueError(f"chunks={chunks} must be a multiple of observations={observations}")
+    return np.arange(1, observations + 1) * (chunks // observations)
+
+
+def gradient_case(field, y0, best: dict, sizes: Sizes, log) -> tuple[list[dict], dict]:
+    """B2: the gradient of a trajectory loss at 64 times, by diffrax and by nodepint."""
+    steps, rows = sizes.steps, []
+    chunks = max(best["chunks"], sizes.observations)
+    preset = best["preset"]
+    obs_ts = jnp.arange(1, sizes.observations + 1) / sizes.observations
+    idx = observation_indices(chunks, sizes.observations)
+    # A fixed target near the trajectory, so the loss and its gradient are of order one.
+    target = diffrax_forward(steps, diffrax.SaveAt(ts=obs_ts))(field, y0) + 0.1
+    params, static = eqx.partition(field, eqx.is_inexact_array)
+
+    def loss_of(states):
+        return jnp.mean((states - target) ** 2)
+
+    def diffrax_loss(p):
+        ys = diffrax.diffeqsolve(
+            diffrax.ODETerm(field_function),
+            diffrax.Tsit5(),
+            0.0,
+            1.0,
+            1.0 / steps,
+            y0,
+            args=eqx.combine(p, static),
+            saveat=diffrax.SaveAt(ts=obs_ts),
+            stepsize_controller=diffrax.ConstantStepSize(),
+            max_steps=steps + 1,
+            adjoint=diffrax.RecursiveCheckpointAdjoint(),
+        ).ys
+        return loss_of(ys)
+
+    settings, fine, coarse, tau, kept = pint_parts(
+        preset, chunks, steps, y0.shape[0], sizes.coarse_steps
+    )
+
+    def pint_loss(solve, **options):
+        def loss(p):
+            sol = solve(
+                settings,
+                fine,
+                coarse,
+                field_function,
+                y0,
+                tau,
+                eqx.combine(p, static),
+                jr.PRNGKey(3),
+                kept=kept,
+                **options,
+            )
+            return loss_of(sol.states[idx])
+
+        return loss
+
+    methods = [
+        ("diffrax RecursiveCheckpointAdjoint", diffrax_loss),
+        ("nodepint DP-unroll", pint_loss(pint_solve, loop="checkpointed")),
+        ("nodepint DP-implicit", pint_loss(pint_solve_implicit)),
+    ]
+    if pint_solve_dal is not None:
+        methods.append(("nodepint DAL", pint_loss(pint_solve_dal)))
+
+    reference_grad, base = None, None
+    for name, loss in methods:
+        grad_fn = eqx.filter_jit(jax.value_and_grad(loss))
+        seconds, compile_s, times, (value, grad) = median_seconds(grad_fn, (params,), sizes.reps)
+        if reference_grad is None:
+            reference_grad, base = grad, seconds
+        r = row(
+            "B2",
+            name,
+            preset=None if name.startswith("diffrax") else preset,
+            chunks=None if name.startswith("diffrax") else chunks,
+            seconds=seconds,
+            times=times,
+            compile_seconds=compile_s,
+            loss=float(value),
+            speedup_vs_diffrax=speedup(base, seconds),
+            gradient_max_relative_deviation=tree_relative_deviation(grad, reference_grad),
+        )
+        rows.append(r)
+        log(
+            f"B2 {name}: {seconds * 1e3:.1f} ms, x{r['speedup_vs_diffrax']:.2f}, "
+            f"gradient deviation {r['gradient_max_relative_deviation']:.2e}"
+        )
+    if pint_solve_dal is None:
+        rows.append(not_measured("B2", "nodepint DAL", "nodepint.gradients has no pint_solve_dal"))
+    pint_rows = [r for r in rows if r.get("preset") and "seconds" in r]
+    return rows, min(pint_rows, key=lambda r: r["seconds"])
+
+
+# -- B3 throughput
+
+
+def throughput_case(field, y0s, best: dict, sizes: Sizes, log) -> tuple[list[dict], float]:
+    """B3: all trajectories at once (vmapped), nodepint sequential against the best preset."""
+    steps, chunks, rows = sizes.throughput_steps, best["chunks"], []
+    size = y0s.shape[1]
+
+    def batched(preset):
+        solve = pint_forward(preset, chunks, steps, size, sizes.coarse_steps)
+        return eqx.filter_jit(jax.vmap(solve, in_axes=(None, 0)))
+
+    diffrax_batched = eqx.filter_jit(
+        jax.vmap(diffrax_forward(steps, diffrax.SaveAt(t1=True)), in_axes=(None, 0))
+    )
+    results = {}
+    for name, fn in [
+        ("diffrax sequential", diffrax_batched),
+        ("nodepint sequential", batched("sequential")),
+        (best["preset"], batched(best["preset"])),
+    ]:
+        seconds, compile_s, times, out = median_seconds(fn, (field, y0s), sizes.reps)
+        results[name] = (seconds, out)
+        extra = {}
+        if name == best["preset"]:
+            extra = {
+                "iterations_max": int(jnp.max(out.iterations)),
+                "converged": bool(jnp.all(out.converged)),
+                "max_relative_deviation": max_relative_deviation(
+                    out.states, results["nodepint sequential"][1].states
+                ),
+            }
+        rows.append(
+            row(
+                "B3",
+                name,
+                preset=None if name.startswith("diffrax") else name.split()[-1],
+                chunks=None if name.startswith("diffrax") else chunks,
+                trajectories=int(y0s.shape[0]),
+                steps=steps,
+                seconds=seconds,
+                times=times,
+                compile_seconds=compile_s,
+                **extra,
+            )
+        )
+        log(f"B3 {name}: {seconds:.3f} s for {y0s.shape[0]} trajectories")
+    ratio = results[best["preset"]][0] / results["nodepint sequential"][0]
+    rows[-1]["ratio_vs_sequential"] = ratio
+    return rows, ratio
+
+
+# -- B4 time to accuracy
+
+
+def training_case(sizes: Sizes, preset: str, log) -> tuple[list[dict], float]:
+    """B4: training time to a fixed validation loss, diffrax sequential against PinT."""
+    rows, reached = [], {}
+    for name in ("diffrax sequential", preset):
+        chunks = sizes.train_chunks if name == preset else 1
+        cfg = lorenz_config(sizes, sizes.train_steps, preset, chunks)
+        # The same seed gives both runs the same data and the same initial model.
+        _, data, model, _, _ = build(cfg)
+        optimizer = make_optimizer(cfg.optim, cfg.train.epochs * 5)
+        if name == preset:
+            steps = make_steps(solver_for(cfg, np.asarray(data.ts)), optimizer, "regression")
+        else:
+            steps = make_diffrax_steps(cfg, data.ts, optimizer)
+        _, history, compile_s = train(
+            cfg, steps, model, optimizer, data, sizes.train_max_epochs, sizes.target_val_loss
+        )
+        last = history[-1]
+        hit = last["val_loss"] <= sizes.target_val_loss
+        reached[name] = last["seconds"] if hit else float("nan")
+        rows.append(
+            row(
+                "B4",
+                name if name != preset else f"{preset} (warm starts)",
+                preset=None if name != preset else preset,
+                chunks=None if name != preset else chunks,
+                train_steps=sizes.train_steps,
+                target_val_loss=sizes.target_val_loss,
+                reached=hit,
+                epochs=last["epoch"],
+                seconds=last["seconds"],
+                compile_seconds=compile_s,
+                val_loss=last["val_loss"],
+                history=history,
+            )
+        )
+        log(
+            f"B4 {name}: val loss {last['val_loss']:.4g} after {last['epoch']} epochs, "
+            f"{last['seconds']:.1f} s (target {'reached' if hit else 'not reached'})"
+        )
+    ratio = reached["diffrax sequential"] / reached[preset]
+    rows[-1]["time_to_accuracy_ratio"] = ratio
+    return rows, ratio
+
+
+# -- B5 devices
+
+
+def devices_case(field, y0, best: dict, sizes: Sizes) -> list[dict]:
+    """B5 (run in the subprocess with 8 host devices): B1's best preset, its chunk axis
+    sharded over the devices, against the same solve on one device."""
+    devices = jax.devices()
+    mesh = Mesh(np.array(devices), ("time",))
+    settings, fine, coarse, tau, kept = pint_parts(
+        best["preset"], best["chunks"], sizes.steps, 3, sizes.coarse_steps
+    )
+
+    @eqx.filter_jit
+    def solve(field, y0, guess):
+        return pint_solve(
+            settings,
+            fine,
+            coarse,
+            field_function,
+            y0,
+            tau,
+            field,
+            jr.PRNGKey(3),
+            guess,
+            loop="lax",
+            kept=kept,
+        )
+
+    # The coarse sweep (the default first guess), computed outside and passed in, is the
+    # one input with the chunk axis that can be sharded; jit propagates its sharding.
+    from nodepint.pint.solve import sweep
+
+    guess = jax.jit(lambda f, y: sweep(coarse, field_function, y, tau, f))(field, y0)
+    reference = diffrax_forward(sizes.steps, diffrax.SaveAt(ts=tau))(field, y0)
+    rows = []
+    for name, g in [
+        ("one device", guess),
+        (f"{len(devices)} devices", jax.device_put(guess, NamedSharding(mesh, P("time")))),
+    ]:
+        seconds, compile_s, times, sol = median_seconds(solve, (field, y0, g), sizes.reps)
+        rows.append(
+            row(
+                "B5",
+                f"{best['preset']} on {name}",
+                preset=best["preset"],
+                chunks=best["chunks"],
+                devices=1 if name == "one device" else len(devices),
+                seconds=seconds,
+                times=times,
+                compile_seconds=compile_s,
+                iterations=int(sol.iterations),
+                max_relative_deviation=max_relative_deviation(sol.states, reference),
+                sharding=str(sol.states.sharding),
+            )
+        )
+    return rows
+
+
+def run_devices_subprocess(best: dict, quick: bool, log) -> list[dict]:
+    """Start this script with 8 forced host devices for B5 and return its rows."""
+    out = CACHE / "b5.json"
+    CACHE.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--case-b5",
+        json.dumps({"preset": best["preset"], "chunks": best["chunks"]}),
+        "--b5-out",
+        str(out),
+    ] + (["--quick"] if quick else [])
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        log(f"B5 failed:\n{done.stderr[-2000:]}")
+        return [not_measured("B5", "8 host devices", f"subprocess failed: {done.stderr[-300:]}")]
+    rows = json.loads(out.read_text())
+    base = next(r for r in rows if r["devices"] == 1)["seconds"]
+    for r in rows:
+        r["speedup_vs_one_device"] = base / r["seconds"]
+        log(f"B5 {r['name']}: {r['seconds'] * 1e3:.1f} ms")
+    return rows
+
+
+# -- the machine and the report
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, memory and library versions of this machine."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kib = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+        memory = f"{mem_kib / 2**20:.1f} GiB"
+    except OSError:
+        memory = "unknown"
+    import jaxlib
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)),
+        "memory": memory,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "diffrax": diffrax.__version__,
+        "equinox": eqx.__version__,
+        "backend": jax.default_backend(),
+    }
+
+
+def fmt(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The generated section of BENCHMARKS.md: machine, command, summary and every row."""
+    m = report["machine"]
+    s = report["summary"]
+    lines = [
+        f"Generated {report['date']} by `{report['command']}`"
+        f" ({'quick' if report['quick'] else 'full'} sizes, median of {report['sizes']['reps']}"
+        " timed calls after one warm-up call).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['cores_available']} available),"
+        f" {m['memory']} memory, {m['platform']}; Python {m['python']}, jax {m['jax']},"
+        f" jaxlib {m['jaxlib']}, diffrax {m['diffrax']}, equinox {m['equinox']},"
+        f" backend {m['backend']}.",
+        "",
+        f"Vector field: {report['field']}.",
+        "",
+        "| key | value | target |",
+        "| --- | --- | --- |",
+        f"| forward_speedup_vs_diffrax | {fmt(s['forward_speedup_vs_diffrax'], '.2f')} | >= 3 |",
+        f"| forward_max_relative_deviation | {fmt(s['forward_max_relative_deviation'], '.2e')}"
+        " | <= 1e-8 |",
+        f"| gradient_speedup_vs_diffrax | {fmt(s['gradient_speedup_vs_diffrax'], '.2f')} | >= 2 |",
+        f"| throughput_ratio_vs_sequential | {fmt(s['throughput_ratio_vs_sequential'], '.2f')}"
+        " | <= 1.5 |",
+        f"| time_to_accuracy_ratio | {fmt(s['time_to_accuracy_ratio'], '.2f')} | >= 1.5 |",
+        "",
+        "| case | row | chunks | iterations | median s | compile s | ratio | deviation |"
+        " peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in report["rows"]:
+        if r.get("status") == "not measured":
+            lines.append(f"| {r['case']} | {r['name']} | | | not measured: {r['reason']} | | | | |")
+            continue
+        ratio = r.get(
+            "speedup_vs_diffrax",
+            r.get(
+                "ratio_vs_sequential",
+                r.get("time_to_accuracy_ratio", r.get("speedup_vs_one_device")),
+            ),
+        )
+        deviation = r.get("max_relative_deviation", r.get("gradient_max_relative_deviation"))
+        iterations = r.get("iterations", r.get("iterations_max", r.get("epochs")))
+        best = " (best of grid)" if r.get("best_of_grid") else ""
+        lines.append(
+            f"| {r['case']} | {r['name']}{best} | {fmt(r.get('chunks'), 'd')}"
+            f" | {fmt(iterations, 'd')} | {fmt(r.get('seconds'), '.4f')}"
+            f" | {fmt(r.get('compile_seconds'), '.1f')} | {fmt(ratio, '.2f')}"
+            f" | {fmt(deviation, '.1e')} | {fmt(r.get('peak_rss_mib'), '.0f')} |"
+        )
+    lines += [
+        "",
+        "Ratio column: B1 and B2 speed-up against the diffrax row (above 1: faster); B3 PinT"
+        " time over nodepint sequential time (above 1: slower); B4 diffrax training time over"
+        " PinT training time to the target loss; B5 speed-up against one device. Iterations"
+        " column: B1 and B5 PinT corrections, B3 the most over all trajectories, B4 epochs.",
+        "Peak RSS is the process's peak resident memory after the row ran, so it never falls.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="reduced sizes (make bench-quick)")
+    parser.add_argument("--json", default="bench.json", help="output JSON path")
+    parser.add_argument("--markdown", default="BENCHMARKS.md", help="Markdown file to update")
+    parser.add_argument("--case-b5", help=argparse.SUPPRESS)
+    parser.add_argument("--b5-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    model, data, path, fresh = trained_model(sizes, log)
+    field = model.field
+    y0 = model.encoder(data.test.inputs[0])
+
+    if args.case_b5:
+        rows = devices_case(field, y0, json.loads(args.case_b5), sizes)
+        Path(args.b5_out).write_text(json.dumps(rows))
+        return 0
+
+    started = time.perf_counter()
+    rows: list[dict] = []
+    b1, best = forward_case(field, y0, sizes, log)
+    rows += b1
+    if best is None:
+        raise SystemExit("B1: no preset converged, so the later cases have no configuration")
+    b2, best_grad = gradient_case(field, y0, best, sizes, log)
+    rows += b2
+
+    from nodepint.problems.lorenz import Lorenz
+
+    problem = Lorenz(lorenz_config(sizes, 64, "sequential", 1).problem)
+    raw = problem.initial_states(jr.PRNGKey(11), sizes.trajectories)
+    y0s = (raw - data.mean) / data.std
+    b3, throughput_ratio = throughput_case(field, y0s, best, sizes, log)
+    rows += b3
+    b4, accuracy_ratio = training_case(sizes, best["preset"], log)
+    rows += b4
+    rows += run_devices_subprocess(best, args.quick, log)
+    rows.append(not_measured("B6", "GPU, 2^17 steps", f"no GPU (backend {jax.default_backend()})"))
+
+    command = "make bench-quick" if args.quick else "make bench"
+    report = {
+        "forward_speedup_vs_diffrax": best["speedup_vs_diffrax"],
+        "forward_max_relative_deviation": best["max_relative_deviation"],
+        "gradient_speedup_vs_diffrax": best_grad["speedup_vs_diffrax"],
+        "throughput_ratio_vs_sequential": throughput_ratio,
+        "time_to_accuracy_ratio": accuracy_ratio,
+        "best_forward": {"preset": best["preset"], "chunks": best["chunks"]},
+        "best_gradient": best_grad["name"],
+        "quick": args.quick,
+        "command": command + f" (python scripts/bench.py{' --quick' if args.quick else ''})",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "total_seconds": time.perf_counter() - started,
+        "field": (
+            f"lorenz MLP 2x64 swish, float64, trained {sizes.field_epochs} epochs with diffrax"
+            f" sequential solves ({'trained in this run' if fresh else 'loaded from ' + path.name})"
+        ),
+        "machine": machine(),
+        "sizes": dataclasses.asdict(sizes),
+        "rows": rows,
+    }
+    report["summary"] = {
+        key: report[key]
+        for key in (
+            "forward_speedup_vs_diffrax",
+            "forward_max_relative_deviation",
+            "gradient_speedup_vs_diffrax",
+            "throughput_ratio_vs_sequential",
+            "time_to_accuracy_ratio",
+        )
+    }
+    Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+    md_path = Path(args.markdown)
+    old = md_path.read_text() if md_path.exists() else "# Benchmarks\n"
+    md_path.write_text(replace_section(old, markdown(report)))
+    log(f"wrote {args.json} and {args.markdown} in {report['total_seconds']:.0f} s")
+    for key, value in report["summary"].items():
+        log(f"{key} = {value:.4g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
