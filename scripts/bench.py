@@ -107,6 +107,9 @@ class Sizes:
     coarse_steps: int = 2
     presets: tuple[str, ...] = ALL_PRESETS
     reps: int = 5
+    # Timed calls of each forward solve (B1, its profile, B5). These take well under a
+    # second each, so more calls cost little and make the median steadier on a busy machine.
+    forward_reps: int = 9
     # B2: observation times of the trajectory loss.
     observations: int = 64
     # B3
@@ -487,7 +490,7 @@ def forward_case(field, y0, sizes: Sizes, log) -> tuple[list[dict], dict]:
     )
 
     base, compile_s, times, end = median_seconds(
-        diffrax_forward(steps, diffrax.SaveAt(t1=True)), (field, y0), sizes.reps
+        diffrax_forward(steps, diffrax.SaveAt(t1=True)), (field, y0), sizes.forward_reps
     )
     rows.append(
         row(
@@ -506,7 +509,7 @@ def forward_case(field, y0, sizes: Sizes, log) -> tuple[list[dict], dict]:
         seconds, compile_s, times, sol = median_seconds(
             pint_forward(preset, chunks, steps, y0.shape[0], sizes.coarse_steps),
             (field, y0),
-            sizes.reps,
+            sizes.forward_reps,
         )
         deviation = max_relative_deviation(sol.states, reference[:: finest // chunks])
         r = row(
@@ -573,7 +576,7 @@ def profile_rows(field, y0, best: dict, sizes: Sizes, log) -> list[dict]:
         ("fine solve of all chunks", fine_solve, (field, states)),
         ("one correction", correction, (field, states, ends)),
     ]:
-        seconds, compile_s, times, _ = median_seconds(eqx.filter_jit(fn), args, sizes.reps)
+        seconds, compile_s, times, _ = median_seconds(eqx.filter_jit(fn), args, sizes.forward_reps)
         rows.append(
             row(
                 "B1 profile",
@@ -844,7 +847,7 @@ def devices_case(field, y0, best: dict, sizes: Sizes, out: Path) -> None:
         (len(devices), lambda x: jax.device_put(x, chunk_sharding)),
     ]:
         args = (field, place(starts[:-1]), place(tau[:-1]), place(tau[1:]))
-        seconds, compile_s, times, ends = median_seconds(fine_all, args, sizes.reps)
+        seconds, compile_s, times, ends = median_seconds(fine_all, args, sizes.forward_reps)
         record(
             f"fine solve of all chunks on {count} device(s)",
             chunks,
@@ -885,7 +888,7 @@ def devices_case(field, y0, best: dict, sizes: Sizes, out: Path) -> None:
     guess = eqx.filter_jit(lambda f, y: sweep(coarse, field_function, y, tau, f))(field, y0)
     reference = diffrax_forward(sizes.steps, diffrax.SaveAt(ts=tau))(field, y0)
     for count, g in [(1, guess), (len(devices), jax.device_put(guess, chunk_sharding))]:
-        seconds, compile_s, times, sol = median_seconds(solve, (field, y0, g), sizes.reps)
+        seconds, compile_s, times, sol = median_seconds(solve, (field, y0, g), sizes.forward_reps)
         record(
             f"{best['preset']} on {count} device(s)",
             chunks,
@@ -998,8 +1001,9 @@ def markdown(report: dict[str, Any]) -> str:
     s = report["summary"]
     lines = [
         f"Generated {report['date']} by `{report['command']}`"
-        f" ({'quick' if report['quick'] else 'full'} sizes, median of {report['sizes']['reps']}"
-        " timed calls after one warm-up call).",
+        f" ({'quick' if report['quick'] else 'full'} sizes). Each time is the median of"
+        f" {report['sizes']['forward_reps']} timed calls (B1, B5) or"
+        f" {report['sizes']['reps']} (B2, B3) after one warm-up call.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['cores_available']} available),"
         f" {m['memory']} memory, {m['platform']}; Python {m['python']}, jax {m['jax']},"
