@@ -190,7 +190,17 @@ def tree_relative_deviation(tree, reference) -> float:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    """Return the peak resident memory of this process so far, in MiB.
+
+    Reads VmHWM from /proc/self/status where it exists, because `ru_maxrss` keeps the
+    parent's peak across `exec`, which would be wrong for the B5 subprocess.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -996,7 +1006,7 @@ def fmt(value, spec: str) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The generated section of BENCHMARKS.md: machine, command, summary and every row."""
+    """Render the generated section of BENCHMARKS.md: machine, command, summary, every row."""
     m = report["machine"]
     s = report["summary"]
     lines = [
@@ -1059,9 +1069,15 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="reduced sizes (make bench-quick)")
-    parser.add_argument("--json", default="bench.json", help="output JSON path")
-    parser.add_argument("--markdown", default="BENCHMARKS.md", help="Markdown file to update")
+    parser.add_argument(
+        "--quick", action="store_true", help="use the reduced sizes of make bench-quick"
+    )
+    parser.add_argument("--json", default="bench.json", help="path of the JSON report to write")
+    parser.add_argument(
+        "--markdown",
+        default="BENCHMARKS.md",
+        help="Markdown file whose generated section is replaced",
+    )
     parser.add_argument("--case-b5", help=argparse.SUPPRESS)
     parser.add_argument("--b5-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

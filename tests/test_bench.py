@@ -73,6 +73,8 @@ def test_replace_section_appends_without_markers(bench):
 
 def test_observation_indices_on_boundaries(bench):
     idx = bench.observation_indices(256, 64)
-    assert idx[0] == 4 and idx[-1] == 256 and len(idx) == 64
+    assert len(idx) == 64
+    assert idx[0] == 4
+    assert idx[-1] == 256
     with pytest.raises(ValueError, match="multiple"):
         bench.observation_indices(96, 64)
