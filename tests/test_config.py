@@ -63,6 +63,12 @@ def test_bad_value_error_names_key(override, key):
         (["pint=newton", "pint.basis=none"], "pint.basis"),
         (["pint=newton", "pint.on_fail=retry"], "pint.on_fail"),
         (["pint=growing", "pint.grow_every=0"], "pint.grow_every"),
+        (["pint=sensitivity", "pint.replicas=2"], "pint.replicas"),
+        (["pint=newton", "pint.replicas=2"], "pint.replicas"),
+        (["pint=random1d", "pint.replicas=2", "train.sync_every=2"], "train.sync_every"),
+        (["pint=newton", "pint.chunks=4", "mesh.time=3"], "mesh.time"),
+        (["pint=random1d", "pint.replicas=3", "mesh.proj=2"], "mesh.proj"),
+        (["train.batch_size=9", "mesh.data=2"], "mesh.data"),
     ],
 )
 def test_bad_pair_error_names_key(overrides, key):
@@ -83,6 +89,8 @@ def test_bad_override_rejected_at_composition(override):
         ("problem.noise=-1", "noise"),
         ("pint=nosuchstrategy", "pint"),
         ("optim.lr=abc", "lr"),
+        ("pint.replicas=2", "replicas"),
+        ("mesh.time=4", "devices"),
     ],
 )
 def test_cli_bad_override_exits_cleanly(tmp_path, override, key):

@@ -73,6 +73,26 @@ def test_smoke_run_problem(tmp_path, problem):
         assert (tmp_path / "confusion.png").exists()
 
 
+# About 100 s of CPU time (two smoke runs, mostly compilation), over the default suite's
+# allowance for new tests; `make test-slow` runs it.
+@pytest.mark.slow
+def test_smoke_field_problems(tmp_path):
+    # Both field problems run in one multirun process, so the interpreter start and the
+    # imports are paid once.
+    result = _run("-m", "experiment=smoke", "problem=heat,sph", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = sorted(tmp_path.glob("*/summary.json"))
+    assert len(summaries) == 2
+    figures = {"heat": "field.png", "sph": "particle_velocities.png"}
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        _check_completed(summary)
+        name = summary["problem"]["name"]
+        assert (path.parent / figures[name]).stat().st_size > 0
+        assert not (path.parent / "trajectories.png").exists()
+    assert {json.loads(p.read_text())["problem"]["name"] for p in summaries} == set(figures)
+
+
 def test_resume_continues_from_checkpoint(tmp_path):
     # The first run also checks the offline W&B run, which the smoke preset turns off.
     first = _run(

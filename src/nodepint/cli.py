@@ -30,7 +30,9 @@ def check(cfg: DictConfig):
     typed = to_dataclass(cfg)
     from nodepint.problems import make_problem
 
-    make_problem(typed.problem)
+    problem = make_problem(typed.problem)
+    if typed.model.encoder == "projection":
+        problem.check_reduced_basis(typed.model.latent_size)
     return typed
 
 
@@ -41,11 +43,15 @@ def _app(cfg: DictConfig) -> None:
         print(f"nodepint: invalid configuration:\n{err}", file=sys.stderr)
         sys.exit(2)
 
-    if typed.mesh.distributed:
-        import jax
+    from nodepint.mesh import mesh_from_config, start_distributed
 
-        # Reads the coordinator address, process count and id from the cluster environment.
-        jax.distributed.initialize()
+    # Joins the multi-process runtime (from the cluster environment) before any device use.
+    start_distributed(typed.mesh)
+    try:
+        mesh_from_config(typed.mesh)  # enough devices for the mesh?
+    except ConfigError as err:
+        print(f"nodepint: invalid configuration:\n{err}", file=sys.stderr)
+        sys.exit(2)
 
     from nodepint.report.edge import execute
 

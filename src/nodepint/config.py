@@ -44,7 +44,9 @@ ALLOWED_BASES = {
 }
 ON_FAIL = ("warn", "error", "sequential")
 ACTIVATIONS = ("tanh", "softplus", "relu", "gelu", "swish")
-ENCODERS = ("identity", "linear", "mlp")
+# `projection`: the problem's reduced basis (problem.params.basis) of model.latent_size
+# vectors; only field problems (heat, sph) provide one.
+ENCODERS = ("identity", "linear", "mlp", "projection")
 OPTIMIZERS = ("adam", "adamw", "sgd", "lion")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOGGERS = ("wandb", "none")
@@ -53,6 +55,9 @@ PRECISIONS = ("float32", "float64")
 TRAINING_METHODS = ("dp",)
 CONTROL_METHODS = ("none",)
 GRADIENT_MODES = ("implicit", "unroll")
+AVERAGES = ("gradients", "weights")
+# Bases whose directions are random, so that independent replicas differ.
+REPLICA_BASES = ("random1d", "growing")
 
 
 @dataclass
@@ -149,6 +154,10 @@ class PintConfig:
     # When a solve ends above tolerance: warn (count it), error (stop the run), or
     # sequential (solve that batch sequentially instead, and count it).
     on_fail: str = "warn"
+    # Level-2 parallelism: independent replicas of the training, each with its own random
+    # directions and its own batches, solved in parallel (vmapped, sharded over mesh.proj)
+    # and combined as train.average says. Needs a random basis (random1d or growing).
+    replicas: int = 1
 
 
 @dataclass
@@ -176,6 +185,11 @@ class TrainConfig:
     # oscillating data, where the full-span loss has poor local minima.
     horizon_start: float = 0.3
     horizon_epochs: int = 0
+    # How pint.replicas > 1 are combined: "gradients" averages their gradients every step
+    # (the replicas stay identical, like data parallelism over their batches); "weights"
+    # lets each replica take its own steps and averages the weights every sync_every steps.
+    average: str = "gradients"
+    sync_every: int = 1
 
 
 @dataclass
@@ -363,13 +377,39 @@ def validate(cfg: DictConfig | Config) -> None:
     _at_least(errors, "optim.clip_norm", o.clip_norm, 0.0)
     _choice(errors, "logger.name", cfg.logger.name, LOGGERS)
     _choice(errors, "logger.mode", cfg.logger.mode, WANDB_MODES)
+    _at_least(errors, "pint.replicas", pint.replicas, 1)
+    _choice(errors, "train.average", t.average, AVERAGES)
+    _at_least(errors, "train.sync_every", t.sync_every, 1)
+    if pint.replicas > 1 and pint.basis not in REPLICA_BASES:
+        why = (
+            "builds its basis sequentially, one Krylov direction after the other"
+            if pint.basis == "sensitivity"
+            else "is deterministic, so every replica would repeat the same solve"
+        )
+        errors.append(
+            f"pint.replicas={pint.replicas} is invalid with pint.basis={pint.basis}, which "
+            f"{why}: set pint.replicas=1, or use pint=random1d or pint=growing."
+        )
+    if t.sync_every > 1 and t.average != "weights":
+        errors.append(
+            f"train.sync_every={t.sync_every} is invalid with train.average={t.average}: "
+            "averaged gradients keep the replicas identical at every step; set "
+            "train.average=weights or train.sync_every=1."
+        )
+    # The mesh: the batch is sharded over `data`, replicas over `proj`, chunks over `time`.
+    # Whether enough devices exist is checked when the mesh is built (nodepint.mesh).
     for axis in ("data", "proj", "time"):
         _at_least(errors, f"mesh.{axis}", cfg.mesh[axis], 1)
-        # TODO: shard the batch over `data`, replicas over `proj` and chunks over `time`.
-        if cfg.mesh[axis] > 1:
+    for axis, key, value in (
+        ("time", "pint.chunks", pint.chunks),
+        ("proj", "pint.replicas", pint.replicas),
+        ("data", "train.batch_size", t.batch_size),
+    ):
+        size = cfg.mesh[axis]
+        if size >= 1 and value >= 1 and value % size:
             errors.append(
-                f"mesh.{axis}={cfg.mesh[axis]} is not supported yet: runs use one device "
-                "per process for now; set mesh.data=1 mesh.proj=1 mesh.time=1."
+                f"mesh.{axis}={size} is invalid with {key}={value}: the mesh axis must divide "
+                f"{key}, which is sharded over it."
             )
     _choice(errors, "precision", cfg.precision, PRECISIONS)
 

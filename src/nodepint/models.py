@@ -39,6 +39,22 @@ def field_function(t, z, field: VectorField):
     return field(t, z)
 
 
+class Projection(eqx.Module):
+    """A linear map without bias, y = M x, applied to the first `M.shape[1]` entries of x.
+
+    With `frozen`, the matrix is held fixed: gradients stop at it, so Adam and SGD leave it
+    unchanged. NOTE: optimisers with decoupled weight decay (adamw) still shrink it; use a
+    weight decay of zero with a fixed reduced basis.
+    """
+
+    matrix: Float[Array, "outputs inputs"]
+    frozen: bool = eqx.field(static=True)
+
+    def __call__(self, x: Float[Array, " inputs"]) -> Float[Array, " outputs"]:
+        matrix = jax.lax.stop_gradient(self.matrix) if self.frozen else self.matrix
+        return matrix @ x[: matrix.shape[1]]
+
+
 class Encoder(eqx.Module):
     """Map an input to the initial state: identity, linear or MLP, then zero augmentation."""
 
@@ -53,7 +69,7 @@ class Encoder(eqx.Module):
 class Decoder(eqx.Module):
     """Map a state to an output: the first `outputs` coordinates, or a linear readout."""
 
-    layer: eqx.nn.Linear | None
+    layer: eqx.nn.Linear | Projection | None
     outputs: int = eqx.field(static=True)
 
     def __call__(self, z: Float[Array, " state"]) -> Float[Array, " outputs"]:
@@ -73,17 +89,27 @@ def build_model(
     key: PRNGKeyArray,
     dtype,
     rate_scale: tuple[float, ...] | None = None,
+    basis: tuple[Array, bool] | None = None,
 ) -> NeuralODE:
     """Build the encoder, vector field and decoder for a problem's input and output sizes.
 
-    `rate_scale` gives the typical |dy/dt| of each observed coordinate (see `rate_scale`);
-    augmented and latent coordinates get a factor of one.
+    `rate_scale` gives the typical |dy/dt| of each observed coordinate (see `rate_scale`),
+    or of each basis coordinate with `encoder=projection`; augmented coordinates and the
+    latent coordinates of other encoders get a factor of one. `basis` (vectors of shape
+    (outputs, latent_size) with orthonormal columns, and whether they are trainable) is the
+    problem's reduced basis, required by `encoder=projection`: the encoder applies V^T and
+    the decoder V.
     """
     enc_key, field_key, dec_key = jr.split(key, 3)
 
     # -- encoder
     if cfg.encoder == "identity":
         enc_layer, encoded = None, input_size
+    elif cfg.encoder == "projection":
+        if basis is None:
+            raise ValueError("model.encoder=projection needs the problem's reduced basis.")
+        vectors, trainable = basis
+        enc_layer, encoded = Projection(vectors.T, not trainable), vectors.shape[1]
     elif cfg.encoder == "linear":
         enc_layer, encoded = (
             eqx.nn.Linear(input_size, cfg.latent_size, key=enc_key),
@@ -121,11 +147,14 @@ def build_model(
     # -- decoder: identity problems read the observed coordinates back; others a linear map.
     if cfg.encoder == "identity":
         decoder = Decoder(None, output_size)
+    elif cfg.encoder == "projection":
+        vectors, trainable = basis
+        decoder = Decoder(Projection(vectors, not trainable), output_size)
     else:
         decoder = Decoder(eqx.nn.Linear(state_size, output_size, key=dec_key), output_size)
 
     scale = [1.0] * state_size
-    if cfg.encoder == "identity" and rate_scale is not None:
+    if cfg.encoder in ("identity", "projection") and rate_scale is not None:
         scale[: len(rate_scale)] = [float(s) for s in rate_scale]
     field = VectorField(mlp, cfg.time_dependent, tuple(scale))
     model = NeuralODE(Encoder(enc_layer, cfg.augment), field, decoder)

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from nodepint.config import Config
+from nodepint.config import Config, ConfigError
 from nodepint.integrators import chunk_boundaries, make_propagators
+from nodepint.mesh import mesh_from_config
 from nodepint.models import NeuralODE, build_model, rate_scale
 from nodepint.pint import PintSettings
 from nodepint.pint.bases import grow_basis
@@ -69,8 +70,8 @@ class Callbacks(Protocol):
     def on_evaluate(self, evaluation: Evaluation, history: list[EpochRecord]) -> None: ...
 
 
-def solver_for(cfg: Config, ts: np.ndarray) -> TimeSolver:
-    """The PinT solver of the run, over the problem's time span."""
+def solver_for(cfg: Config, ts: np.ndarray, mesh=None) -> TimeSolver:
+    """The PinT solver of the run, over the problem's time span, sharded over `mesh`."""
     chunks = cfg.pint.chunks
     settings = PintSettings(
         method=cfg.pint.method,
@@ -83,6 +84,7 @@ def solver_for(cfg: Config, ts: np.ndarray) -> TimeSolver:
         rank=cfg.pint.max_rank,
         damping=cfg.pint.damping,
         divergence_window=cfg.pint.divergence_window,
+        mesh=mesh,
     )
     fine, coarse = make_propagators(cfg.integrator, chunks)
     tau = chunk_boundaries(cfg.problem.t0, cfg.problem.t1, chunks)
@@ -135,8 +137,26 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
     rates = None
     if problem.task == "regression":
         rates = rate_scale(data.train.targets, data.train.mask, problem.observation_times())
-    model = build_model(cfg.model, problem.input_size, problem.output_size, model_key, dtype, rates)
-    solver = solver_for(cfg, problem.observation_times())
+    basis = None
+    if cfg.model.encoder == "projection":
+        basis = problem.reduced_basis(data.train, cfg.model.latent_size, jr.fold_in(model_key, 1))
+        basis = (basis[0].astype(dtype), basis[1])
+        # Scale the latent rates by those of the training trajectories' coordinates in the
+        # basis, because the rates of single field values do not carry over to them.
+        latent = np.asarray(data.train.targets) @ np.asarray(basis[0])
+        rates = rate_scale(latent, data.train.mask, problem.observation_times())
+    model = build_model(
+        cfg.model, problem.input_size, problem.output_size, model_key, dtype, rates, basis
+    )
+    mesh = mesh_from_config(cfg.mesh)
+    batch_size, _ = batches_per_epoch(cfg.train, data.train.inputs.shape[0])
+    if batch_size % cfg.mesh.data:
+        raise ConfigError(
+            f"mesh.data={cfg.mesh.data} does not divide the batch size {batch_size} (the "
+            f"training set has only {data.train.inputs.shape[0]} trajectories): lower "
+            "mesh.data or train.batch_size."
+        )
+    solver = solver_for(cfg, problem.observation_times(), mesh)
     info = {
         "problem": problem.name,
         "train": int(data.train.inputs.shape[0]),
@@ -148,6 +168,10 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
         "fine": f"{cfg.integrator.fine.solver} x{solver.fine.steps} per chunk"
         + (" (adaptive)" if cfg.integrator.fine.adaptive else ""),
         "coarse": f"{cfg.integrator.coarse.solver} x{solver.coarse.steps}",
+        "replicas": cfg.pint.replicas,
+        "mesh": "single device"
+        if mesh is None
+        else " x ".join(f"{k}={v}" for k, v in mesh.shape.items()),
         "devices": len(jax.devices()),
         "backend": jax.default_backend(),
     }
@@ -208,7 +232,7 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     info.update(batch_size=batch_size, batches_per_epoch=n_batches)
     callbacks.on_build(info)
     optimizer = make_optimizer(cfg.optim, cfg.train.epochs * n_batches)
-    steps = make_steps(solver, optimizer, problem.task)
+    steps = make_steps(solver, optimizer, problem.task, cfg.train.average)
     train_key, eval_key = jr.split(jr.fold_in(jr.PRNGKey(cfg.seed), 1))
 
     size = int(info["state_size"])
@@ -217,7 +241,9 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     _, untrained = steps.evaluate(
         model, data.test.inputs, data.test.targets, data.test.mask, kept, eval_key
     )
-    state = init_train_state(model, optimizer, data.train, cfg.pint.chunks, size, kept)
+    state = init_train_state(
+        model, optimizer, data.train, cfg.pint.chunks, size, kept, cfg.pint.replicas
+    )
     history: list[EpochRecord] = []
 
     def template(epochs_done: int) -> TrainState:
@@ -246,6 +272,7 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
             time.perf_counter,
             ts=np.asarray(solver.ts),
             on_fail=cfg.pint.on_fail,
+            sync_every=cfg.train.sync_every,
         )
         if record.nonconverged and cfg.pint.on_fail == "warn":
             callbacks.on_warning(
@@ -286,6 +313,7 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
             "scan": cfg.pint.scan,
             "chunks": cfg.pint.chunks,
             "warm_start": cfg.pint.warm_start,
+            "replicas": cfg.pint.replicas,
             "iterations_mean": float(np.mean(its)) if its else float(eval_its.mean()),
             "iterations_max": int(max([r.iterations_max for r in history] + [eval_its.max()])),
             "test_iterations_mean": float(eval_its.mean()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -18,6 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from nodepint.config import OptimConfig, TrainConfig
 from nodepint.gradients import pint_solve_implicit
 from nodepint.integrators import Propagator
+from nodepint.mesh import replicate, spmd_axis
 from nodepint.models import NeuralODE, field_function
 from nodepint.pint import PintSettings, PintSolution, observe, pint_solve
 from nodepint.pint.bases import grow_basis
@@ -83,7 +85,9 @@ class TimeSolver(eqx.Module):
         return self.decode(model, sol.states), sol
 
     def decode(self, model: NeuralODE, states):
-        zs = observe(self.fine, field_function, states, self.tau, self.ts, model.field)
+        zs = observe(
+            self.fine, field_function, states, self.tau, self.ts, model.field, self.settings.mesh
+        )
         return jax.vmap(model.decoder)(zs)
 
     def warm_guess(self, model, z0, jumps):
@@ -98,12 +102,12 @@ class TimeSolver(eqx.Module):
     def predict_batch(self, model, inputs, key, jumps=None, kept=None):
         """Outputs and PinT solutions of a batch; see `on_fail` for non-converged solves."""
         keys = jr.split(key, inputs.shape[0])
+        # The batch axis is sharded over the mesh's `data` axis.
+        batched = functools.partial(jax.vmap, spmd_axis_name=spmd_axis(self.settings.mesh, "data"))
         if jumps is None:
-            outputs, sol = jax.vmap(lambda x, k: self.predict(model, x, k, None, kept))(
-                inputs, keys
-            )
+            outputs, sol = batched(lambda x, k: self.predict(model, x, k, None, kept))(inputs, keys)
         else:
-            outputs, sol = jax.vmap(lambda x, k, g: self.predict(model, x, k, g, kept))(
+            outputs, sol = batched(lambda x, k, g: self.predict(model, x, k, g, kept))(
                 inputs, keys, jumps
             )
         if self.on_fail != "sequential" or self.settings.method == "sequential":
@@ -113,7 +117,7 @@ class TimeSolver(eqx.Module):
         sequential = self.with_method("sequential")
 
         def fallback(_):
-            seq_outputs, seq_sol = jax.vmap(lambda x, k: sequential.predict(model, x, k))(
+            seq_outputs, seq_sol = batched(lambda x, k: sequential.predict(model, x, k))(
                 inputs, keys
             )
             # Keep the PinT attempt's iteration counts and flags, so that fallbacks are counted.
@@ -177,11 +181,26 @@ class Steps(NamedTuple):
     train: Callable
     evaluate: Callable
     compile_count: Callable[[], int]
+    # Lays out the training step's array inputs on the mesh, the same way at every step.
+    place: Callable
 
 
-def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
-    """Build the jitted training and evaluation steps; count the training step's compilations."""
+def replica_mean(tree):
+    """Replace every leaf (leading axis: replicas) by its mean over the replicas."""
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(jnp.mean(x, axis=0), x.shape), tree)
+
+
+def make_steps(solver: TimeSolver, optimizer, task: str, average: str = "gradients") -> Steps:
+    """Build the jitted training and evaluation steps; count the training step's compilations.
+
+    The training step advances every replica at once. Its parameters, optimiser state,
+    batch, warm-start jumps and key carry a leading replica axis (of size 1 without
+    replicas), which is vmapped and sharded over the mesh's `proj` axis. `average` says how
+    the replicas are combined: "gradients" averages their gradients before every update;
+    "weights" averages the parameters after the update when `sync` is true.
+    """
     traces = {"train": 0}
+    replica_axis = spmd_axis(solver.settings.mesh, "proj")
 
     def loss_fn(params, static, inputs, targets, mask, jumps, kept, key):
         model = eqx.combine(params, static)
@@ -189,11 +208,7 @@ def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
         loss, accuracy = batch_loss(task, outputs, targets, mask)
         return loss, (accuracy, sol)
 
-    @eqx.filter_jit
-    def train_step(model, opt_state, inputs, targets, mask, jumps, kept, key):
-        # Runs once per compilation (while JAX traces), never per call.
-        traces["train"] += 1
-        params, static = eqx.partition(model, eqx.is_inexact_array)
+    def replica_step(params, static, inputs, targets, mask, jumps, kept, key):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (accuracy, sol)), grads = grad_fn(
             params, static, inputs, targets, mask, jumps, kept, key
@@ -201,9 +216,26 @@ def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
         # Jumps with the parameters that produced the states, before the update.
         model_before = eqx.combine(params, static)
         jumps = jax.vmap(lambda u: solver.jumps_of(model_before, u))(sol.states)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        model = eqx.apply_updates(model, updates)
-        return model, opt_state, jumps, _stats(loss, accuracy, sol)
+        return grads, jumps, _stats(loss, accuracy, sol)
+
+    @eqx.filter_jit
+    def train_step(params, static, opt_state, inputs, targets, mask, jumps, kept, key, sync):
+        # Runs once per compilation (while JAX traces), never per call.
+        traces["train"] += 1
+        replicas = inputs.shape[0]
+        every_replica = jax.vmap(
+            replica_step, in_axes=(0, None, 0, 0, 0, 0, None, 0), spmd_axis_name=replica_axis
+        )
+        grads, jumps, stats = every_replica(
+            params, static, inputs, targets, mask, jumps, kept, jr.split(key, replicas)
+        )
+        if average == "gradients":
+            grads = replica_mean(grads)
+        updates, opt_state = jax.vmap(optimizer.update)(grads, opt_state, params)
+        params = eqx.apply_updates(params, updates)
+        if average == "weights":
+            params = jax.lax.cond(sync, replica_mean, lambda p: p, params)
+        return params, opt_state, jumps, stats
 
     @eqx.filter_jit
     def evaluate(model, inputs, targets, mask, kept, key):
@@ -211,13 +243,19 @@ def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
         loss, accuracy = batch_loss(task, outputs, targets, mask)
         return outputs, _stats(loss, accuracy, sol)
 
-    return Steps(train_step, evaluate, lambda: traces["train"])
+    place = functools.partial(replicate, mesh=solver.settings.mesh)
+    return Steps(train_step, evaluate, lambda: traces["train"], place)
 
 
 class TrainState(NamedTuple):
+    # The model that is evaluated and checkpointed: the mean of the replicas' parameters.
     model: NeuralODE
+    # Trainable parameters of every replica, stacked on a leading axis (size pint.replicas).
+    replica_params: NeuralODE
+    # The replicas' optimiser states, stacked likewise.
     opt_state: optax.OptState
-    # Fine-minus-coarse jumps of every training trajectory's last solve (warm starts).
+    # Fine-minus-coarse jumps (replicas, trajectories, chunks, state) of every training
+    # trajectory's last solve in each replica (warm starts).
     jumps: Array
     # The kept basis (state, rank) of pint.basis=growing; (state, 0) for the other bases.
     kept: Array
@@ -246,12 +284,17 @@ class EpochRecord(NamedTuple):
     compile_count: int
 
 
-def init_train_state(model, optimizer, train: Split, chunks: int, size: int, kept) -> TrainState:
+def init_train_state(
+    model, optimizer, train: Split, chunks: int, size: int, kept, replicas: int = 1
+) -> TrainState:
+    """Every replica starts from the same parameters, with its own optimiser state."""
     params = eqx.filter(model, eqx.is_inexact_array)
-    jumps = jnp.zeros((train.inputs.shape[0], chunks, size), dtype=train.inputs.dtype)
+    stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (replicas, *x.shape)), params)
+    jumps = jnp.zeros((replicas, train.inputs.shape[0], chunks, size), dtype=train.inputs.dtype)
     return TrainState(
         model,
-        optimizer.init(params),
+        stacked,
+        jax.vmap(optimizer.init)(stacked),
         jumps,
         kept,
         model,
@@ -288,30 +331,57 @@ def train_epoch(
     clock: Callable[[], float],
     ts=None,
     on_fail: str = "warn",
+    sync_every: int = 1,
 ):
-    """One pass over the training set; returns the new state and the epoch's record."""
+    """One pass of every replica over the training set; returns the new state and the record.
+
+    Each replica visits the training set in its own random order. The record pools the
+    replicas' solves; its training loss is their mean.
+    """
     start = clock()
-    horizon = 1.0 if ts is None else horizon_mask(cfg, int(state.epoch), ts)[None, :]
-    size, n_batches = batches_per_epoch(cfg, data.inputs.shape[0])
+    horizon = 1.0 if ts is None else horizon_mask(cfg, int(state.epoch), ts)[None, None, :]
+    n_train = data.inputs.shape[0]
+    size, n_batches = batches_per_epoch(cfg, n_train)
     order_key, step_key, val_key = jr.split(key, 3)
-    order = np.asarray(jr.permutation(order_key, data.inputs.shape[0]))
-    model, opt_state, jumps, kept = state.model, state.opt_state, state.jumps, state.kept
+    replicas = state.jumps.shape[0]
+    orders = np.stack(
+        [np.asarray(jr.permutation(k, n_train)) for k in jr.split(order_key, replicas)]
+    )
+    rows = np.arange(replicas)[:, None]
+    _, static = eqx.partition(state.model, eqx.is_inexact_array)
+    params, opt_state, jumps, kept = state.replica_params, state.opt_state, state.jumps, state.kept
     losses, iterations, finals, histories, failures, diverged = [], [], [], [], 0, 0
     failed_batches = 0
 
     for b in range(n_batches):
-        idx = order[b * size : (b + 1) * size]
+        idx = orders[:, b * size : (b + 1) * size]  # (replicas, batch)
         # Zero jumps make the warm-start guess the plain coarse sweep.
-        batch_jumps = jumps[idx] if warm_start else jnp.zeros_like(jumps[idx])
-        model, opt_state, new_jumps, stats = steps.train(
-            model,
-            opt_state,
-            data.inputs[idx],
-            data.targets[idx],
-            data.mask[idx] * horizon,
-            batch_jumps,
-            kept,
-            jr.fold_in(step_key, b),
+        batch_jumps = jumps[rows, idx] if warm_start else jnp.zeros_like(jumps[rows, idx])
+        # A traced flag, so that syncing and not syncing share one compilation.
+        sync = jnp.asarray((int(state.step) + b + 1) % sync_every == 0)
+        arrays = steps.place(
+            (
+                params,
+                opt_state,
+                data.inputs[idx],
+                data.targets[idx],
+                data.mask[idx] * horizon,
+                batch_jumps,
+                kept,
+                jr.fold_in(step_key, b),
+                sync,
+            )
+        )
+        params, opt_state, new_jumps, stats = steps.train(arrays[0], static, *arrays[1:])
+        # Pool the replicas' solves: (replicas, batch, ...) -> (replicas * batch, ...).
+        stats = stats._replace(
+            loss=jnp.mean(stats.loss),
+            **{
+                name: np.reshape(
+                    np.asarray(getattr(stats, name)), (-1, *getattr(stats, name).shape[2:])
+                )
+                for name in ("iterations", "residuals", "converged", "diverged")
+            },
         )
         loss = float(stats.loss)
         if not math.isfinite(loss):
@@ -320,7 +390,7 @@ def train_epoch(
                 "lower optim.lr, tighten optim.clip_norm, or use more fine steps "
                 "(integrator.fine.steps)."
             )
-        jumps = jumps.at[idx].set(new_jumps)
+        jumps = jumps.at[rows, idx].set(new_jumps)
         losses.append(loss)
         its = np.asarray(stats.iterations)
         iterations.append(its)
@@ -340,13 +410,15 @@ def train_epoch(
                 "set pint.on_fail=sequential to fall back to the sequential solve."
             )
 
-    # -- validation with the updated parameters, from fresh coarse sweeps
+    # -- validation of the replicas' mean, from fresh coarse sweeps
+    model = eqx.combine(jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), params), static)
     _, val_stats = steps.evaluate(model, val.inputs, val.targets, val.mask, kept, val_key)
     val_loss = float(val_stats.loss)
     better = val_loss < float(state.best_val_loss) or not cfg.keep_best
     iterations = np.concatenate(iterations)
     state = TrainState(
         model,
+        params,
         opt_state,
         jumps,
         kept,

@@ -20,6 +20,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from nodepint.mesh import shard_leading
 from nodepint.pint.scans import SCANS
 from nodepint.pint.solve import PintSolution, pint_solve
 
@@ -51,7 +52,8 @@ def _solve_bwd(
     # -- J_n for every chunk in parallel (forward mode, d JVPs per chunk)
     eye = jnp.eye(size, dtype=states.dtype)
     jvps = jax.vmap(fine.jvp, in_axes=(None, 0, 0, 0, None, None))
-    jac = jvps(field, states[:-1], tau[:-1], tau[1:], args, eye)
+    starts = shard_leading(states[:-1], settings.mesh, "time")
+    jac = shard_leading(jvps(field, starts, tau[:-1], tau[1:], args, eye), settings.mesh, "time")
 
     # -- the adjoint recurrence, run backwards in chunk order as a forward scan
     w = jnp.flip(jnp.swapaxes(jac, -1, -2), axis=0)
@@ -69,7 +71,7 @@ def _solve_bwd(
         _, pullback = jax.vjp(end_state, params)
         return pullback(cotangent)[0]
 
-    per_chunk = jax.vmap(chunk_vjp)(states[:-1], tau[:-1], tau[1:], adjoint[1:])
+    per_chunk = jax.vmap(chunk_vjp)(starts, tau[:-1], tau[1:], adjoint[1:])
     grad_params = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), per_chunk)
     return adjoint[0], grad_params
 

@@ -16,7 +16,7 @@ and the loop stops there even when the defect test has not yet passed.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -25,6 +25,7 @@ import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from nodepint.integrators import Propagator, VectorField
+from nodepint.mesh import shard_leading
 from nodepint.pint.bases import jacobian_factors, project_jacobian
 from nodepint.pint.scans import SCANS
 
@@ -46,6 +47,9 @@ class PintSettings(eqx.Module):
     # Divergence: the defect grows this many iterations in a row while max_iters < chunks
     # (0: never).
     divergence_window: int = eqx.field(static=True, default=3)
+    # A jax.sharding.Mesh whose `time` axis shards the chunk axis of the fine solves; None
+    # on a single device.
+    mesh: Any = eqx.field(static=True, default=None)
 
 
 class PintSolution(NamedTuple):
@@ -88,16 +92,18 @@ def sequential_states(fine: Propagator, field, y0, tau, args) -> Float[Array, "c
     return sweep(fine, field, y0, tau, args)
 
 
-def _fine_ends(fine, field, states, tau, args):
-    """F_n(U_n) for every chunk, in parallel."""
+def _fine_ends(fine, field, states, tau, args, mesh=None):
+    """F_n(U_n) for every chunk, in parallel (sharded over the mesh's `time` axis)."""
     fine_all = jax.vmap(fine, in_axes=(None, 0, 0, 0, None))
-    return fine_all(field, states[:-1], tau[:-1], tau[1:], args)
+    starts = shard_leading(states[:-1], mesh, "time")
+    return shard_leading(fine_all(field, starts, tau[:-1], tau[1:], args), mesh, "time")
 
 
 def _factors(settings, propagator, field, states, tau, args, key, kept):
     w, v = jacobian_factors(
         settings.basis, propagator, field, states, tau, args, key, kept, settings.rank
     )
+    w, v = shard_leading(w, settings.mesh, "time"), shard_leading(v, settings.mesh, "time")
     return w / (1.0 + settings.damping), v
 
 
@@ -116,6 +122,7 @@ def _correct(settings, fine, coarse, field, states, fine_ends, y0, tau, args, ke
         w_fine, v = jacobian_factors(
             settings.basis, fine, field, states, tau, args, key, kept, settings.rank
         )
+        w_fine = shard_leading(w_fine, settings.mesh, "time")
         w_coarse = project_jacobian(settings.basis, coarse, field, states, tau, args, v)
         w = (w_fine - w_coarse) / (1.0 + settings.damping)
 
@@ -208,7 +215,7 @@ def pint_solve(
             kept,
         )
         # The fine solves of the new iterate serve both its defect and the next correction.
-        new_ends = _fine_ends(fine, field, new, tau, args)
+        new_ends = _fine_ends(fine, field, new, tau, args, settings.mesh)
         defect = _defect_norm(new_ends, new, settings.rtol, settings.atol)
         k = k + 1
         done = (defect <= 1.0) | (k >= settings.chunks)
@@ -225,7 +232,7 @@ def pint_solve(
         residuals = residuals.at[k].set(defect)
         return k, new, new_ends, residuals, done, diverged, growth, new_size
 
-    ends = _fine_ends(fine, field, guess, tau, args)
+    ends = _fine_ends(fine, field, guess, tau, args, settings.mesh)
     defect = _defect_norm(ends, guess, settings.rtol, settings.atol)
     size = jnp.max(jnp.abs(ends - guess[1:]))
     false = jnp.array(False)
@@ -252,15 +259,18 @@ def observe(
     tau: Float[Array, " chunks+1"],
     ts: Float[Array, " times"],
     args: PyTree,
+    mesh=None,
 ) -> Float[Array, "times state"]:
     """The trajectory at the observation times `ts`, from converged shooting states.
 
-    Every chunk is solved again from its start state (in parallel), saving at all `ts`
-    clipped into the chunk; each time then takes its value from the chunk that contains it.
+    Every chunk is solved again from its start state (in parallel, sharded over the mesh's
+    `time` axis), saving at all `ts` clipped into the chunk; each time then takes its value
+    from the chunk that contains it.
     """
     chunks = states.shape[0] - 1
     clipped = jnp.clip(ts[None, :], tau[:-1, None], tau[1:, None])
     dense_all = jax.vmap(fine.dense, in_axes=(None, 0, 0, 0, None, 0))
-    values = dense_all(field, states[:-1], tau[:-1], tau[1:], args, clipped)
+    starts = shard_leading(states[:-1], mesh, "time")
+    values = dense_all(field, starts, tau[:-1], tau[1:], args, clipped)
     owner = jnp.clip(jnp.searchsorted(tau, ts, side="right") - 1, 0, chunks - 1)
     return values[owner, jnp.arange(ts.shape[0])]

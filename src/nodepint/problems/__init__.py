@@ -5,13 +5,18 @@ from __future__ import annotations
 from nodepint.config import ConfigError, ProblemConfig
 from nodepint.problems.base import Dataset, Problem, Split
 from nodepint.problems.digits import Digits
+from nodepint.problems.heat import Heat
 from nodepint.problems.lorenz import Lorenz
 from nodepint.problems.lotka_volterra import LotkaVolterra
 from nodepint.problems.lynx_hare import LynxHare
+from nodepint.problems.sph import SPH
 
 REGISTRY: dict[str, type[Problem]] = {
     cls.name: cls for cls in (Lorenz, LotkaVolterra, LynxHare, Digits)
 }
+# Field problems, whose neural ODE works in a reduced basis.
+REGISTRY[Heat.name] = Heat
+REGISTRY[SPH.name] = SPH
 
 
 def make_problem(cfg: ProblemConfig) -> Problem:

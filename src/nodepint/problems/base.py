@@ -83,6 +83,21 @@ class Problem(abc.ABC):
         """f(t, y, args) of the true system in data units, or None when it is unknown."""
         return None
 
+    def reduced_basis(self, train: Split, rank: int, key: PRNGKeyArray):
+        """Build the basis behind `model.encoder=projection`, as (vectors, trainable).
+
+        Only problems whose outputs are whole fields provide one.
+        """
+        self.check_reduced_basis(rank)
+
+    def check_reduced_basis(self, rank: int) -> None:
+        """Raise `ConfigError` unless the problem provides a reduced basis of `rank` vectors."""
+        raise ConfigError(
+            f"model.encoder=projection is invalid with problem.name={self.name}: only field "
+            "problems (heat, sph) provide a reduced basis. Use model.encoder=identity, "
+            "linear or mlp."
+        )
+
 
 def reference_solve(field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000):
     """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`."""
@@ -120,16 +135,26 @@ def split_indices(key: PRNGKeyArray, n: int, val_fraction: float, test_fraction:
 
 
 def trajectory_dataset(
-    key: PRNGKeyArray, clean: np.ndarray, ts: np.ndarray, cfg: ProblemConfig
+    key: PRNGKeyArray,
+    clean: np.ndarray,
+    ts: np.ndarray,
+    cfg: ProblemConfig,
+    field: bool = False,
 ) -> Dataset:
     """Normalise, add observation noise and split trajectories `clean` (batch, times, state).
 
-    The input of each trajectory is its (noisy) observation at the first time.
+    The input of each trajectory is its (noisy) observation at the first time. With
+    `field`, every coordinate gets the same mean and standard deviation (those of all
+    values), so that a field sampled on a grid or on particles stays a field of the same
+    shape and a linear PDE stays linear in the normalised units.
     """
     noise_key, split_key = jr.split(key)
     clean = np.asarray(clean)
     mean = clean.mean(axis=(0, 1))
     std = clean.std(axis=(0, 1))
+    if field:
+        mean = np.full_like(mean, clean.mean())
+        std = np.full_like(std, clean.std())
     normalised = (clean - mean) / std
     noisy = normalised + cfg.noise * np.asarray(jr.normal(noise_key, clean.shape))
     train, val, test = split_indices(split_key, clean.shape[0], cfg.val_fraction, cfg.test_fraction)

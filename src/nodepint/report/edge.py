@@ -16,7 +16,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nodepint.config import Config
+from nodepint.config import Config, ConfigError
 from nodepint.pipeline import Evaluation, run
 from nodepint.report import files
 from nodepint.report.figures import run_figures
@@ -181,7 +181,7 @@ def execute(cfg: Config, resolved: dict[str, Any], run_dir: Path) -> dict[str, A
         summary = reporter.partial_summary()
         summary.update(status="interrupted", reason="interrupted by the user or a signal")
         log.warning("run interrupted; metrics and the last checkpoint are in %s", run_dir)
-    except (NonFiniteLossError, PintNotConvergedError) as err:
+    except (NonFiniteLossError, PintNotConvergedError, ConfigError) as err:
         summary = reporter.partial_summary()
         summary.update(status="failed", reason=str(err))
         log.error("run failed: %s", err)

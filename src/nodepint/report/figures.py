@@ -3,6 +3,8 @@ only the edge saves or logs them."""
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: runs on machines without a display
@@ -120,7 +122,9 @@ def residual_figure(ev: Evaluation) -> Figure:
     iterations = np.arange(residuals.shape[1])
     for row in residuals[:20]:
         ax.plot(iterations, row, color="tab:blue", alpha=0.3, marker=".")
-    with np.errstate(all="ignore"):
+    # Iterations that no solve reached are all NaN; their median is NaN and not drawn.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(np.where(np.isfinite(residuals), residuals, np.nan), axis=0)
     ax.plot(iterations, median, color="black", marker="o", label="median over test set")
     ax.axhline(1.0, color="red", linestyle="--", label="tolerance")
@@ -133,12 +137,93 @@ def residual_figure(ev: Evaluation) -> Figure:
     return fig
 
 
+def heat_field_figure(ev: Evaluation) -> Figure:
+    """Space-time images of the first test trajectory: data, learned model and their difference."""
+    mean, std = np.asarray(ev.dataset.mean), np.asarray(ev.dataset.std)
+    data = np.asarray(ev.dataset.test.targets[0]) * std + mean
+    learned = ev.pint_outputs[0] * std + mean
+    extent = (0.0, 1.0, ev.ts[0], ev.ts[-1])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
+    limit = np.max(np.abs(data))
+    panels = (("data", data, limit), ("learned model", learned, limit))
+    for ax, (title, field, lim) in zip(axes[:2], panels, strict=True):
+        image = ax.imshow(
+            field, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim
+        )
+        ax.set_title(title)
+        ax.set_xlabel("x / L")
+    fig.colorbar(image, ax=axes[1])
+    error = learned - data
+    lim = np.max(np.abs(error))
+    image = axes[2].imshow(
+        error, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim
+    )
+    axes[2].set_title("learned - data")
+    axes[2].set_xlabel("x / L")
+    fig.colorbar(image, ax=axes[2])
+    axes[0].set_ylabel("t")
+    fig.suptitle(f"{ev.problem}: first test trajectory, u(t, x)")
+    fig.tight_layout()
+    return fig
+
+
+def particle_velocity_figure(ev: Evaluation) -> Figure:
+    """True against learned particle velocities on the test set (sph).
+
+    Left: every velocity component of every test particle and observation time (up to
+    20000 points), learned against true, with the identity line. Right: mean squared
+    particle speed over time of the first test trajectories.
+    """
+    mean, std = np.asarray(ev.dataset.mean), np.asarray(ev.dataset.std)
+    true = np.asarray(ev.dataset.test.targets) * std + mean
+    learned = ev.pint_outputs * std + mean
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+
+    true_x, true_y = true[..., 0::2].ravel(), true[..., 1::2].ravel()
+    learned_x, learned_y = learned[..., 0::2].ravel(), learned[..., 1::2].ravel()
+    step = max(1, true_x.size // 10000)
+    left.plot(true_x[::step], learned_x[::step], ".", markersize=2, alpha=0.4, label="u")
+    left.plot(true_y[::step], learned_y[::step], ".", markersize=2, alpha=0.4, label="v")
+    bound = float(np.max(np.abs(true)))
+    left.plot([-bound, bound], [-bound, bound], color="black", linewidth=1, label="identity")
+    left.set_xlabel("true particle velocity component")
+    left.set_ylabel("learned particle velocity component")
+    left.legend(loc="upper left", fontsize=8)
+    left.set_title("velocities, all test particles and times")
+
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j in range(min(3, true.shape[0])):
+        color = colors[j % len(colors)]
+        right.plot(ev.ts, np.mean(true[j] ** 2, axis=-1) * 2, "o", color=color, markersize=4)
+        right.plot(ev.ts, np.mean(learned[j] ** 2, axis=-1) * 2, "-", color=color)
+    right.plot([], [], "o", color="gray", label="true")
+    right.plot([], [], "-", color="gray", label="learned model")
+    right.set_xlabel("t")
+    right.set_ylabel("mean squared particle speed")
+    right.legend(fontsize=8)
+    right.set_title("first test trajectories")
+    fig.suptitle(f"{ev.problem}: true against learned particle velocities")
+    fig.tight_layout()
+    return fig
+
+
+# Problems whose outputs are whole fields get their own figure in place of one panel per
+# output coordinate.
+FIELD_FIGURES = {
+    "heat": ("field", heat_field_figure),
+    "sph": ("particle_velocities", particle_velocity_figure),
+}
+
+
 def run_figures(ev: Evaluation, history: list[EpochRecord]) -> dict[str, Figure]:
     figures = {"pint_residual": residual_figure(ev)}
     if history:
         figures["loss"] = loss_figure(history)
     if ev.task == "classification":
         figures["confusion"] = confusion_figure(ev)
+    elif ev.problem in FIELD_FIGURES:
+        name, make_figure = FIELD_FIGURES[ev.problem]
+        figures[name] = make_figure(ev)
     else:
         figures["trajectories"] = trajectory_figure(ev)
     return figures
