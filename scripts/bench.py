@@ -55,6 +55,7 @@ from nodepint.config import (  # noqa: E402
 )
 from nodepint.gradients import pint_solve_implicit  # noqa: E402
 from nodepint.integrators import chunk_boundaries, make_propagators  # noqa: E402
+from nodepint.mesh import make_mesh  # noqa: E402
 from nodepint.models import NeuralODE, build_model, field_function  # noqa: E402
 from nodepint.pint import PintSettings, pint_solve  # noqa: E402
 from nodepint.pint.bases import grow_basis  # noqa: E402
@@ -869,36 +870,31 @@ def devices_case(field, y0, best: dict, sizes: Sizes, out: Path) -> None:
             sharding=str(ends.sharding),
         )
 
-    # -- the whole PinT solve. The guess has chunks + 1 rows, which must divide evenly over
-    # the devices, so this uses the largest such chunk count up to B1's best (255 for 256).
-    while (chunks + 1) % len(devices):
-        chunks -= 1
+    # -- the whole PinT solve, sharded by PintSettings.mesh: pint_solve constrains the chunk
+    # axis of every fine solve to the mesh's `time` axis.
     settings, fine, coarse, tau, kept = pint_parts(
         best["preset"], chunks, sizes.steps, 3, sizes.coarse_steps
     )
-
-    @eqx.filter_jit
-    def solve(field, y0, guess):
-        return pint_solve(
-            settings,
-            fine,
-            coarse,
-            field_function,
-            y0,
-            tau,
-            field,
-            jr.PRNGKey(3),
-            guess,
-            loop="lax",
-            kept=kept,
-        )
-
-    # The coarse sweep (the default first guess), computed outside and passed in, is the
-    # one input of pint_solve with the chunk axis; jit propagates its sharding.
-    guess = eqx.filter_jit(lambda f, y: sweep(coarse, field_function, y, tau, f))(field, y0)
     reference = diffrax_forward(sizes.steps, diffrax.SaveAt(ts=tau))(field, y0)
-    for count, g in [(1, guess), (len(devices), jax.device_put(guess, chunk_sharding))]:
-        seconds, compile_s, times, sol = median_seconds(solve, (field, y0, g), sizes.forward_reps)
+    for count in (1, len(devices)):
+        sharded = dataclasses.replace(settings, mesh=make_mesh(time=count))
+
+        @eqx.filter_jit
+        def solve(field, y0, sharded=sharded):
+            return pint_solve(
+                sharded,
+                fine,
+                coarse,
+                field_function,
+                y0,
+                tau,
+                field,
+                jr.PRNGKey(3),
+                loop="lax",
+                kept=kept,
+            )
+
+        seconds, compile_s, times, sol = median_seconds(solve, (field, y0), sizes.forward_reps)
         record(
             f"{best['preset']} on {count} device(s)",
             chunks,
