@@ -63,7 +63,6 @@ from nodepint.pint.solve import _correct, sweep  # noqa: E402
 from nodepint.pipeline import build, relative_deviation, solver_for  # noqa: E402
 from nodepint.training import (  # noqa: E402
     Steps,
-    StepStats,
     init_train_state,
     make_optimizer,
     make_steps,
@@ -279,41 +278,20 @@ def diffrax_outputs(model: NeuralODE, x, ts, t0: float, t1: float, steps: int):
     return jax.vmap(model.decoder)(sol.ys)
 
 
-def make_diffrax_steps(cfg: Config, ts, optimizer) -> Steps:
-    """Training and evaluation steps with the same signature as `training.make_steps`, whose
-    forward map is one diffrax solve per trajectory (the sequential training baseline)."""
-    t0, t1, steps = cfg.problem.t0, cfg.problem.t1, cfg.integrator.fine.steps
-    traces = {"train": 0}
+def sequential_steps(cfg: Config, ts, optimizer) -> Steps:
+    """Build nodepint's training steps for one sequential diffrax solve over the span.
 
-    def batch_outputs(model, inputs):
-        return jax.vmap(lambda x: diffrax_outputs(model, x, ts, t0, t1, steps))(inputs)
-
-    def stats(loss, inputs):
-        n = inputs.shape[0]
-        zeros = jnp.zeros((n,), dtype=jnp.int32)
-        ok = jnp.ones((n,), dtype=bool)
-        return StepStats(loss, jnp.array(jnp.nan), zeros, jnp.zeros((n, 1)), ok, ~ok)
-
-    def loss_fn(params, static, inputs, targets, mask):
-        outputs = batch_outputs(eqx.combine(params, static), inputs)
-        squared = jnp.mean((outputs - targets) ** 2, axis=-1)
-        return jnp.sum(mask * squared) / jnp.sum(mask)
-
-    @eqx.filter_jit
-    def train_step(model, opt_state, inputs, targets, mask, jumps, kept, key):
-        traces["train"] += 1
-        params, static = eqx.partition(model, eqx.is_inexact_array)
-        loss, grads = jax.value_and_grad(loss_fn)(params, static, inputs, targets, mask)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return eqx.apply_updates(model, updates), opt_state, jumps, stats(loss, inputs)
-
-    @eqx.filter_jit
-    def evaluate(model, inputs, targets, mask, kept, key):
-        outputs = batch_outputs(model, inputs)
-        squared = jnp.mean((outputs - targets) ** 2, axis=-1)
-        return outputs, stats(jnp.sum(mask * squared) / jnp.sum(mask), inputs)
-
-    return Steps(train_step, evaluate, lambda: traces["train"])
+    One chunk and method `sequential` make the forward map a single diffeqsolve with fixed
+    Tsit5 steps, and `unroll` differentiates it with diffrax's RecursiveCheckpointAdjoint.
+    """
+    cfg = dataclasses.replace(
+        cfg,
+        pint=dataclasses.replace(
+            cfg.pint, name="sequential", method="sequential", basis="none", chunks=1
+        ),
+        train=dataclasses.replace(cfg.train, grad="unroll"),
+    )
+    return make_steps(solver_for(cfg, np.asarray(ts)), optimizer, "regression")
 
 
 def train(
@@ -329,29 +307,19 @@ def train(
     """Train for up to `epochs` epochs; stop early once the validation loss is <= `target`.
 
     Returns (model, history, compile seconds). The history lists, per epoch, the validation
-    loss and the training seconds so far, compilation excluded: both steps are compiled and
-    run once on the initial state first, and that result is thrown away.
+    loss and the training seconds so far, compilation excluded: one epoch on the initial
+    state compiles both steps first, and the compile seconds include that epoch.
     """
     size = int(model.encoder(data.train.inputs[0]).shape[0])
     kept = jnp.zeros((size, 0), dtype=data.train.inputs.dtype)
     state = init_train_state(model, optimizer, data.train, cfg.pint.chunks, size, kept)
-    batch = min(cfg.train.batch_size, data.train.inputs.shape[0])
     key = jr.PRNGKey(cfg.seed + 1)
 
+    # One epoch on the initial state compiles both steps; its result is thrown away.
     start = time.perf_counter()
-    warm = steps.train(
-        state.model,
-        state.opt_state,
-        data.train.inputs[:batch],
-        data.train.targets[:batch],
-        data.train.mask[:batch],
-        state.jumps[:batch],
-        kept,
-        key,
+    train_epoch(
+        state, steps, data.train, data.val, cfg.train, cfg.pint.warm_start, key, time.perf_counter
     )
-    jax.block_until_ready(warm)
-    val = data.val
-    jax.block_until_ready(steps.evaluate(state.model, val.inputs, val.targets, val.mask, kept, key))
     compile_seconds = time.perf_counter() - start
 
     history, elapsed = [], 0.0
@@ -396,7 +364,7 @@ def trained_model(sizes: Sizes, data, initial: NeuralODE, log: Callable[[str], N
         return eqx.tree_deserialise_leaves(path, initial), path, False
     log(f"training the lorenz vector field for {sizes.field_epochs} epochs (cached in {path})")
     optimizer = make_optimizer(cfg.optim, sizes.field_epochs * 5)
-    steps = make_diffrax_steps(cfg, data.ts, optimizer)
+    steps = sequential_steps(cfg, data.ts, optimizer)
     model, history, _ = train(cfg, steps, initial, optimizer, data, sizes.field_epochs, None)
     log(f"  validation loss {history[-1]['val_loss']:.3g} after {sizes.field_epochs} epochs")
     CACHE.mkdir(exist_ok=True)
@@ -776,7 +744,7 @@ def training_case(sizes: Sizes, preset: str, data, model, log) -> tuple[list[dic
         if name == preset:
             steps = make_steps(solver_for(cfg, np.asarray(data.ts)), optimizer, "regression")
         else:
-            steps = make_diffrax_steps(cfg, data.ts, optimizer)
+            steps = sequential_steps(cfg, data.ts, optimizer)
         _, history, compile_s = train(
             cfg, steps, model, optimizer, data, sizes.train_max_epochs, sizes.target_val_loss, log
         )
