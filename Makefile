@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.nodepint-installed
 ARGS ?=
 
-.PHONY: install run test test-slow lint format clean
+.PHONY: install run test test-slow lint format clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: $(STAMP)
 # Trains real models; tens of minutes on a 2-core CPU.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# Benchmarks (scripts/bench.py): write bench.json and the generated section of BENCHMARKS.md.
+# The full run takes tens of minutes on a 2-core CPU; bench-quick stays under 5 minutes.
+bench: $(STAMP)
+	PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/bench.py
+
+bench-quick: $(STAMP)
+	PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/bench.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
