@@ -28,9 +28,11 @@ def check(cfg: DictConfig):
     """Validate the composed config and the problem's parameters; return the typed config."""
     validate(cfg)
     typed = to_dataclass(cfg)
+    from nodepint.config import check_problem_combo
     from nodepint.problems import make_problem
 
-    make_problem(typed.problem)
+    problem = make_problem(typed.problem)
+    check_problem_combo(typed, problem.control_size)
     return typed
 
 

@@ -65,8 +65,12 @@ class TimeSolver(eqx.Module):
         coarse sweep of the current model corrected by the fine-minus-coarse jumps of the
         previous solve (see `jumps_of`); None starts from the plain coarse sweep.
         """
-        z0 = model.encoder(x)
-        guess = None if jumps is None else jax.lax.stop_gradient(self.warm_guess(model, z0, jumps))
+        z0 = model.initial_state(x)
+        # The field itself, or for a controlled problem the field driven by x's signal.
+        dynamics = model.dynamics(x, self.tau[0], self.tau[-1])
+        guess = None
+        if jumps is not None:
+            guess = jax.lax.stop_gradient(self.warm_guess(dynamics, z0, jumps))
         solve = pint_solve_implicit if self.grad == "implicit" else pint_solve
         sol = solve(
             self.settings,
@@ -75,24 +79,29 @@ class TimeSolver(eqx.Module):
             field_function,
             z0,
             self.tau,
-            model.field,
+            dynamics,
             key,
             guess,
             kept=kept,
         )
-        return self.decode(model, sol.states), sol
+        return self.decode(model, sol.states, dynamics), sol
 
-    def decode(self, model: NeuralODE, states):
-        zs = observe(self.fine, field_function, states, self.tau, self.ts, model.field)
+    def decode(self, model: NeuralODE, states, dynamics=None):
+        dynamics = model.field if dynamics is None else dynamics
+        zs = observe(self.fine, field_function, states, self.tau, self.ts, dynamics)
         return jax.vmap(model.decoder)(zs)
 
-    def warm_guess(self, model, z0, jumps):
-        return sweep(self.coarse, field_function, z0, self.tau, model.field, jumps)
+    def warm_guess(self, dynamics, z0, jumps):
+        return sweep(self.coarse, field_function, z0, self.tau, dynamics, jumps)
 
-    def jumps_of(self, model, states):
-        """F - G at converged states: U_{n+1} - G(U_n), for the next warm start."""
+    def jumps_of(self, model, states, x=None):
+        """F - G at converged states: U_{n+1} - G(U_n), for the next warm start.
+
+        `x` is the input row, needed for a controlled problem's signal.
+        """
+        dynamics = model.field if x is None else model.dynamics(x, self.tau[0], self.tau[-1])
         coarse_all = jax.vmap(self.coarse, in_axes=(None, 0, 0, 0, None))
-        ends = coarse_all(field_function, states[:-1], self.tau[:-1], self.tau[1:], model.field)
+        ends = coarse_all(field_function, states[:-1], self.tau[:-1], self.tau[1:], dynamics)
         return jax.lax.stop_gradient(states[1:] - ends)
 
     def predict_batch(self, model, inputs, key, jumps=None, kept=None):
@@ -200,7 +209,7 @@ def make_steps(solver: TimeSolver, optimizer, task: str) -> Steps:
         )
         # Jumps with the parameters that produced the states, before the update.
         model_before = eqx.combine(params, static)
-        jumps = jax.vmap(lambda u: solver.jumps_of(model_before, u))(sol.states)
+        jumps = jax.vmap(lambda x, u: solver.jumps_of(model_before, u, x))(inputs, sol.states)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
         return model, opt_state, jumps, _stats(loss, accuracy, sol)

@@ -7,10 +7,13 @@ from nodepint.problems.base import Dataset, Problem, Split
 from nodepint.problems.digits import Digits
 from nodepint.problems.lorenz import Lorenz
 from nodepint.problems.lotka_volterra import LotkaVolterra
+from nodepint.problems.lotka_volterra_harvest import LotkaVolterraHarvest
 from nodepint.problems.lynx_hare import LynxHare
+from nodepint.problems.pendulum import Pendulum
 
 REGISTRY: dict[str, type[Problem]] = {
-    cls.name: cls for cls in (Lorenz, LotkaVolterra, LynxHare, Digits)
+    cls.name: cls
+    for cls in (Lorenz, LotkaVolterra, LynxHare, Digits, Pendulum, LotkaVolterraHarvest)
 }
 
 

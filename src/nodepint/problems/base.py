@@ -83,12 +83,47 @@ class Problem(abc.ABC):
         """f(t, y, args) of the true system in data units, or None when it is unknown."""
         return None
 
+    # -- control hooks; uncontrolled problems keep these defaults
 
-def reference_solve(field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000):
-    """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`."""
+    # Size m of the control input u(t); 0 for an uncontrolled problem.
+    control_size: int = 0
+    # Controlled problems drive every training trajectory with its own random signal,
+    # piecewise constant on this many equal intervals of [t0, t1]. The signal's values
+    # follow the observed initial state in each input row (see `controlled_dataset`).
+    signal_intervals: int = 0
+
+    def true_controlled_field(self, t, y, u, args):
+        """dy/dt of the true system under control u, in data units (controlled problems)."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+    def control_bound(self) -> float:
+        """Largest |u| allowed; the optimal-control parametrisations keep u inside it."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+    def control_initial_state(self) -> np.ndarray:
+        """Initial state of the optimal-control task, in data units."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+    def running_cost(self, y, u):
+        """L(y, u) of the optimal-control task, y in data units."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+    def terminal_cost(self, y):
+        """Phi(y(t1)) of the optimal-control task, y in data units."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+
+def reference_solve(
+    field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000, jump_ts=None
+):
+    """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`.
+
+    `jump_ts` lists times where the field is discontinuous
+    (a piecewise-constant control), so the step controller steps onto them exactly.
+    """
     solver = solver or diffrax.Dopri8()
 
-    def one(y0):
+    def one(y0, args):
         return diffrax.diffeqsolve(
             diffrax.ODETerm(field),
             solver,
@@ -98,11 +133,34 @@ def reference_solve(field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_0
             y0,
             args=args,
             saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=jump_ts),
             max_steps=max_steps,
         ).ys
 
-    return jax.jit(jax.vmap(one))(y0s)
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))(y0s, args)
+
+
+def controlled_reference_solve(field, y0s, signals, ts, args, rtol, atol):
+    """Reference solves of dy/dt = field(t, y, u(t), args), one signal per initial state.
+
+    `signals` (batch, intervals, control) are piecewise constant on equal intervals of
+    [ts[0], ts[-1]]; the interval ends are passed as jump times to the step controller.
+    """
+    t0, t1 = float(ts[0]), float(ts[-1])
+    intervals = signals.shape[1]
+    edges = jnp.linspace(t0, t1, intervals + 1)
+
+    def driven(t, y, packed):
+        values, params = packed
+        index = jnp.clip(jnp.floor((t - t0) / (t1 - t0) * intervals), 0, intervals - 1)
+        return field(t, y, values[index.astype(int)], params)
+
+    def one(y0, values):
+        return reference_solve(
+            driven, y0[None], ts, (values, args), rtol, atol, jump_ts=edges[1:-1]
+        )[0]
+
+    return jax.vmap(one)(jnp.asarray(y0s), jnp.asarray(signals))
 
 
 def split_indices(key: PRNGKeyArray, n: int, val_fraction: float, test_fraction: float):
@@ -120,11 +178,18 @@ def split_indices(key: PRNGKeyArray, n: int, val_fraction: float, test_fraction:
 
 
 def trajectory_dataset(
-    key: PRNGKeyArray, clean: np.ndarray, ts: np.ndarray, cfg: ProblemConfig
+    key: PRNGKeyArray,
+    clean: np.ndarray,
+    ts: np.ndarray,
+    cfg: ProblemConfig,
+    signals: np.ndarray | None = None,
 ) -> Dataset:
     """Normalise, add observation noise and split trajectories `clean` (batch, times, state).
 
-    The input of each trajectory is its (noisy) observation at the first time.
+    The input of each trajectory is its (noisy) observation at the first time. For a
+    controlled problem, `signals` (batch, intervals, control) holds the piecewise-constant
+    control that drove each trajectory; its values, in control units and not normalised,
+    are appended to the input row.
     """
     noise_key, split_key = jr.split(key)
     clean = np.asarray(clean)
@@ -136,7 +201,11 @@ def trajectory_dataset(
 
     def subset(idx):
         ys = jnp.asarray(noisy[idx])
-        return Split(ys[:, 0, :], ys, jnp.ones(ys.shape[:2]))
+        inputs = ys[:, 0, :]
+        if signals is not None:
+            flat = jnp.asarray(np.asarray(signals)[idx].reshape(len(idx), -1), dtype=ys.dtype)
+            inputs = jnp.concatenate([inputs, flat], axis=1)
+        return Split(inputs, ys, jnp.ones(ys.shape[:2]))
 
     return Dataset(
         subset(train),

@@ -133,6 +133,51 @@ def residual_figure(ev: Evaluation) -> Figure:
     return fig
 
 
+def control_figure(outcome) -> Figure:
+    """Controlled trajectories (u* on the learned model and on the true system, u_ref on
+    the true system) in data units, and the control signals, from a `ControlOutcome`."""
+    outputs = outcome.true.shape[-1]
+    controls = outcome.control.shape[-1]
+    names = outcome.output_names or tuple(f"y{i}" for i in range(outputs))
+    rows = outputs + controls
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.2 * rows), sharex=True, squeeze=False)
+    for i in range(outputs):
+        ax = axes[i, 0]
+        ax.plot(outcome.ts, outcome.learned[:, i], label="u* on learned model", color="tab:blue")
+        ax.plot(
+            outcome.ts,
+            outcome.true[:, i],
+            label="u* on true system",
+            color="tab:orange",
+            linestyle="--",
+        )
+        ax.plot(
+            outcome.ts,
+            outcome.reference[:, i],
+            label="u_ref on true system",
+            color="gray",
+            linestyle=":",
+        )
+        ax.set_ylabel(names[i])
+    for j in range(controls):
+        ax = axes[outputs + j, 0]
+        ax.plot(outcome.ts, outcome.control[:, j], label="u* (learned model)", color="tab:blue")
+        ax.plot(
+            outcome.ts,
+            outcome.reference_control[:, j],
+            label="u_ref (true system)",
+            color="gray",
+            linestyle=":",
+        )
+        ax.set_ylabel(f"u{j}" if controls > 1 else "u")
+        ax.legend(loc="best", fontsize=8)
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("t")
+    fig.suptitle(f"{outcome.problem}: optimal control")
+    fig.tight_layout()
+    return fig
+
+
 def run_figures(ev: Evaluation, history: list[EpochRecord]) -> dict[str, Figure]:
     figures = {"pint_residual": residual_figure(ev)}
     if history:
