@@ -52,7 +52,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("float32", "float64")
 TRAINING_METHODS = ("dp",)
 CONTROL_METHODS = ("none",)
-GRADIENT_MODES = ("implicit", "unroll")
+GRADIENT_MODES = ("implicit", "unroll", "dal")
 
 
 @dataclass
@@ -163,7 +163,8 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 32
     # Reverse-mode gradient of the PinT solve: "implicit" (adjoint recurrence over the
-    # chunks at the converged states) or "unroll" (autodiff through the iterations).
+    # chunks at the converged states), "unroll" (autodiff through the iterations) or "dal"
+    # (continuous adjoint ODE solved backward on every chunk in parallel).
     grad: str = "implicit"
     # Keep the parameters with the lowest validation loss for the final evaluation.
     keep_best: bool = True
