@@ -95,7 +95,9 @@ def test_oc_gradients_dp_dal_and_fd_agree(plant):
     params = eqx.filter(control, eqx.is_inexact_array)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jr.split(jr.PRNGKey(7), len(leaves))
-    direction = treedef.unflatten([jr.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)])
+    direction = treedef.unflatten(
+        [jr.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    )
     finite = _central_difference(_solver("implicit"), task, control, direction, 1e-5)
     for name, grad in (("implicit", implicit), ("unroll", unrolled), ("dal", adjoint)):
         analytic = float(jnp.dot(grad, _flat(direction)))

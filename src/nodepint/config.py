@@ -52,7 +52,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("float32", "float64")
 TRAINING_METHODS = ("dp", "dal")
 CONTROL_METHODS = ("none", "dp", "dal")
-GRADIENT_MODES = ("implicit", "unroll")
+GRADIENT_MODES = ("implicit", "unroll", "dal")
 PARAMETRISATIONS = ("piecewise", "network")
 
 
@@ -189,7 +189,8 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 32
     # Reverse-mode gradient of the PinT solve: "implicit" (adjoint recurrence over the
-    # chunks at the converged states) or "unroll" (autodiff through the iterations).
+    # chunks at the converged states), "unroll" (autodiff through the iterations) or "dal"
+    # (continuous adjoint ODE solved backward on every chunk in parallel).
     grad: str = "implicit"
     # Keep the parameters with the lowest validation loss for the final evaluation.
     keep_best: bool = True
@@ -407,12 +408,6 @@ def validate(cfg: DictConfig | Config) -> None:
 
 def _check_combo(errors: list[str], cfg) -> None:
     combo, c = cfg.combo, cfg.control
-    if combo.train == "dal" and "dal" not in GRADIENT_MODES:
-        errors.append(
-            f"combo.train=dal (combo={combo.name}) needs the DAL training gradient "
-            "(train.grad=dal), which this version of nodepint does not have: choose a combo "
-            "that trains by DP (dp, dp_dal, dp_dp)."
-        )
     if combo.joint and (combo.train != "dp" or combo.control != "dp"):
         errors.append(
             f"combo.joint=true is invalid with combo.train={combo.train} and "
