@@ -71,7 +71,8 @@ def _central_difference(solver, task, control, direction, h):
     return float((shifted(1.0) - shifted(-1.0)) / (2 * h))
 
 
-@pytest.mark.parametrize("plant", ["true", "learned"])
+# The learned plant compiles an MLP into every solve and takes about a minute on 2 cores.
+@pytest.mark.parametrize("plant", ["true", pytest.param("learned", marks=pytest.mark.slow)])
 def test_oc_gradients_dp_dal_and_fd_agree(plant):
     problem = _pendulum()
     task = _tasks(problem)[plant]
@@ -104,6 +105,7 @@ def test_oc_gradients_dp_dal_and_fd_agree(plant):
         assert abs(finite - analytic) <= 1e-4 * abs(finite), name
 
 
+@pytest.mark.slow
 def test_piecewise_dp_modes_and_fd_agree():
     # Piecewise-constant controls jump inside the fixed-step solve (see PiecewiseConstant),
     # so only the DP modes, which differentiate the same discrete solve, are held to 1e-4.
@@ -142,7 +144,8 @@ def test_pendulum_energy_conserved_without_damping_or_torque():
 def test_pendulum_data_respond_to_torque():
     problem = _pendulum()
     y0 = jnp.zeros((2, 2))
-    signals = jnp.stack([jnp.zeros((16, 1)), jnp.full((16, 1), 0.5)])
+    k = problem.signal_intervals
+    signals = jnp.stack([jnp.zeros((k, 1)), jnp.full((k, 1), 0.5)])
     ts = jnp.linspace(0.0, 2.0, 9)
     ys = controlled_reference_solve(
         pendulum_field, y0, signals, ts, problem.field_args(), 1e-10, 1e-10
@@ -162,6 +165,7 @@ def test_harvest_data_inputs_carry_signal():
     assert float(jnp.max(jnp.abs(data.train.inputs[:, 2:]))) <= bound
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dp", "dal"])
 def test_optimise_control_lowers_true_cost(method):
     problem = _pendulum()
@@ -180,6 +184,7 @@ def test_optimise_control_lowers_true_cost(method):
     assert float(jnp.max(jnp.abs(jax.vmap(run.control)(ts)))) <= 0.5
 
 
+@pytest.mark.slow
 def test_sequential_solver_gives_same_gradient():
     problem = _pendulum()
     task = _tasks(problem)["learned"]

@@ -182,6 +182,10 @@ class ControlConfig:
     tol: float = 1e-7
     # Weight w of J(u) in the joint loss of combo dp_dp: data misfit + w * J(u).
     joint_weight: float = 0.1
+    # Length of the control task's time span [t0, t0 + horizon]; 0 means the problem's
+    # span. A longer horizon than the training trajectories is solved with proportionally
+    # more PinT chunks of the same length and fine steps.
+    horizon: float = 0.0
 
 
 @dataclass
@@ -422,6 +426,7 @@ def _check_combo(errors: list[str], cfg) -> None:
     _at_least(errors, "control.iterations", c.iterations, 1)
     _at_least(errors, "control.tol", c.tol, 0.0)
     _at_least(errors, "control.joint_weight", c.joint_weight, 0.0)
+    _at_least(errors, "control.horizon", c.horizon, 0.0)
 
 
 def check_problem_combo(cfg: Config | DictConfig, control_size: int) -> None:

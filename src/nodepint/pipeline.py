@@ -237,12 +237,13 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     if cfg.combo.joint:
         # dp_dp: the control is trained with the weights, on data misfit + w * J(u).
         from nodepint.control.joint import JointModel, make_joint_steps
-        from nodepint.control.stage import initial_control
+        from nodepint.control.stage import control_solver, initial_control
 
         dtype = data.train.inputs.dtype
         trained = JointModel(model, initial_control(cfg, problem, control_key, dtype))
         steps = make_joint_steps(
             solver,
+            control_solver(cfg, solver),
             optimizer,
             problem.task,
             problem,

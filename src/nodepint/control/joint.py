@@ -28,9 +28,20 @@ def _model_of(model):
 
 
 def make_joint_steps(
-    solver: TimeSolver, optimizer, task: str, problem, mean, std, weight: float, key
+    solver: TimeSolver,
+    control_solver: TimeSolver,
+    optimizer,
+    task: str,
+    problem,
+    mean,
+    std,
+    weight: float,
+    key,
 ) -> Steps:
-    """Training and evaluation steps of the joint optimisation (see `make_steps`)."""
+    """Training and evaluation steps of the joint optimisation (see `make_steps`).
+
+    `solver` solves the training trajectories and `control_solver` the control task.
+    """
     traces = {"train": 0}
 
     def loss_fn(params, static, inputs, targets, mask, jumps, kept, step_key):
@@ -38,7 +49,7 @@ def make_joint_steps(
         outputs, sol = solver.predict_batch(joint.model, inputs, step_key, jumps, kept)
         misfit, accuracy = batch_loss(task, outputs, targets, mask)
         control_cost, _ = cost(
-            solver, learned_task(problem, joint.model, mean, std), joint.control, key
+            control_solver, learned_task(problem, joint.model, mean, std), joint.control, key
         )
         return misfit + weight * control_cost, (misfit, accuracy, sol)
 

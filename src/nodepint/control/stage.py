@@ -3,6 +3,7 @@ reference on the true system by the same method, and evaluate both on the true s
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -13,6 +14,8 @@ from nodepint.control.evaluate import control_signal, reference_cost, trajectory
 from nodepint.control.optimise import ControlRun, optimise_control
 from nodepint.control.parametrisations import make_control
 from nodepint.control.system import learned_task, true_task
+from nodepint.integrators import chunk_boundaries
+from nodepint.training import TimeSolver
 
 
 class ControlOutcome(NamedTuple):
@@ -34,15 +37,32 @@ class ControlOutcome(NamedTuple):
     reference_costs: list[float]
 
 
+def control_span(cfg: Config) -> tuple[float, float]:
+    """[t0, t1] of the control task: control.horizon long, or the problem's span."""
+    t0 = cfg.problem.t0
+    return t0, t0 + (cfg.control.horizon or (cfg.problem.t1 - t0))
+
+
+def control_solver(cfg: Config, solver: TimeSolver) -> TimeSolver:
+    """The run's PinT solver over the control span.
+
+    The chunk count grows with the span (rounded to a whole multiple of pint.chunks), so
+    every chunk keeps about the training chunks' length and the same fine steps.
+    """
+    t0, t1 = control_span(cfg)
+    multiple = max(1, round((t1 - t0) / (cfg.problem.t1 - cfg.problem.t0)))
+    chunks = cfg.pint.chunks * multiple
+    settings = dataclasses.replace(
+        solver.settings, chunks=chunks, max_iters=cfg.pint.max_iters or chunks
+    )
+    tau = chunk_boundaries(t0, t1, chunks)
+    return dataclasses.replace(solver, settings=settings, tau=tau, ts=tau)
+
+
 def initial_control(cfg: Config, problem, key, dtype):
+    t0, t1 = control_span(cfg)
     return make_control(
-        cfg.control,
-        problem.control_size,
-        cfg.problem.t0,
-        cfg.problem.t1,
-        problem.control_bound(),
-        key,
-        dtype,
+        cfg.control, problem.control_size, t0, t1, problem.control_bound(), key, dtype
     )
 
 
@@ -56,7 +76,8 @@ def run_control(
     """
     dtype = data.mean.dtype
     method = cfg.combo.control
-    c = cfg.problem
+    solver = control_solver(cfg, solver)
+    t0, t1 = control_span(cfg)
     learned = learned_task(problem, model, data.mean, data.std)
     true = true_task(problem, dtype)
     start = initial_control(cfg, problem, key, dtype)
@@ -79,12 +100,12 @@ def run_control(
     reference = optimise_control(method, solver, true, start, cfg.control, key)
 
     # -- both controls on the true system, by the same reference solve
-    true_cost = reference_cost(true, u_star, c.t0, c.t1)
-    best_true_cost = reference_cost(true, reference.control, c.t0, c.t1)
-    learned_cost = reference_cost(learned, u_star, c.t0, c.t1)
+    true_cost = reference_cost(true, u_star, t0, t1)
+    best_true_cost = reference_cost(true, reference.control, t0, t1)
+    learned_cost = reference_cost(learned, u_star, t0, t1)
     gap = (true_cost - best_true_cost) / abs(best_true_cost)
 
-    ts = np.linspace(c.t0, c.t1, 201)
+    ts = np.linspace(t0, t1, 201)
     outcome = ControlOutcome(
         problem.name,
         problem.output_names,

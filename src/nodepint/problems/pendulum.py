@@ -53,7 +53,7 @@ class Pendulum(Problem):
     output_size = 2
     output_names = ("theta", "omega")
     control_size = 1
-    signal_intervals = 16
+    signal_intervals = 8
 
     def check_params(self):
         p = self.params
