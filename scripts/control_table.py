@@ -35,7 +35,7 @@ def _number(value, spec: str) -> str:
 
 
 def row(summary: dict) -> list[str]:
-    """The table cells of one run's summary."""
+    """Format the table cells of one run's summary."""
     combo, metrics, timing = summary["combo"], summary["metrics"], summary["timing"]
     control = summary.get("control") or {}
     gap = control.get("gap")

@@ -71,8 +71,10 @@ def _central_difference(solver, task, control, direction, h):
     return float((shifted(1.0) - shifted(-1.0)) / (2 * h))
 
 
-# The learned plant compiles an MLP into every solve and takes about a minute on 2 cores.
-@pytest.mark.parametrize("plant", ["true", pytest.param("learned", marks=pytest.mark.slow)])
+# Four compilations of the augmented solve (implicit, unroll, DAL, the cost alone): several
+# minutes on 2 shared cores, so outside the default suite.
+@pytest.mark.slow
+@pytest.mark.parametrize("plant", ["true", "learned"])
 def test_oc_gradients_dp_dal_and_fd_agree(plant):
     problem = _pendulum()
     task = _tasks(problem)[plant]

@@ -181,7 +181,7 @@ class ControlConfig:
     iterations: int = 300
     tol: float = 1e-7
     # Weight w of J(u) in the joint loss of combo dp_dp: data misfit + w * J(u).
-    joint_weight: float = 0.1
+    joint_weight: float = 0.01
     # Length of the control task's time span [t0, t0 + horizon]; 0 means the problem's
     # span. A longer horizon than the training trajectories is solved with proportionally
     # more PinT chunks of the same length and fine steps.

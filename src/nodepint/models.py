@@ -116,12 +116,15 @@ class NeuralODE(eqx.Module):
         return x[: x.shape[0] - width], values
 
     def initial_state(self, x) -> Float[Array, " state"]:
-        """The encoded initial state of one input row (its control signal left out)."""
+        """Encode the initial state of one input row (its control signal left out)."""
         return self.encoder(self._split(x)[0])
 
     def dynamics(self, x, t0, t1) -> eqx.Module:
-        """The vector field that evolves input row `x`: the field itself, or for controlled
-        problems the field driven by the row's piecewise-constant signal on [t0, t1]."""
+        """Return the vector field that evolves input row `x`.
+
+        That is the field itself, or for a controlled problem the field driven by the row's
+        piecewise-constant signal on [t0, t1].
+        """
         _, values = self._split(x)
         if values is None:
             return self.field

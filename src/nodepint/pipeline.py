@@ -89,7 +89,7 @@ def solver_for(cfg: Config, ts: np.ndarray) -> TimeSolver:
     )
     fine, coarse = make_propagators(cfg.integrator, chunks)
     tau = chunk_boundaries(cfg.problem.t0, cfg.problem.t1, chunks)
-    # combo.train=dal trains by the continuous adjoint whatever train.grad says.
+    # combo.train=dal trains by the continuous adjoint and overrides train.grad.
     grad = "dal" if cfg.combo.train == "dal" else cfg.train.grad
     return TimeSolver(settings, fine, coarse, tau, jnp.asarray(ts), grad, cfg.pint.on_fail)
 
@@ -236,11 +236,12 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     trained = model
     if cfg.combo.joint:
         # dp_dp: the control is trained with the weights, on data misfit + w * J(u).
-        from nodepint.control.joint import JointModel, make_joint_steps
+        from nodepint.control.joint import JointModel, joint_optimizer, make_joint_steps
         from nodepint.control.stage import control_solver, initial_control
 
         dtype = data.train.inputs.dtype
         trained = JointModel(model, initial_control(cfg, problem, control_key, dtype))
+        optimizer = joint_optimizer(trained, optimizer, cfg.control.lr)
         steps = make_joint_steps(
             solver,
             control_solver(cfg, solver),

@@ -1,8 +1,8 @@
 """Controls applied to a plant by a high-accuracy reference solve (not the PinT solver).
 
-The true cost J_true(u) of the control found on the learned model and of the reference
-control found on the true system are both computed here, by the same adaptive Dopri8
-solve, so their difference measures the controls and not two solvers.
+Both the control found on the learned model and the reference control found on the true
+system are evaluated here by the same adaptive Dopri8 solve. Their cost difference then
+measures the controls and not two solvers.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 
 from nodepint.control.system import ControlTask, augmented_field
 
-# Tolerances of the reference solve; Dopri8 at 1e-10 is far below the cost differences
-# the control gap reports.
+# Tolerance (rtol = atol) of the reference solve. Its error is far below the cost
+# differences that the control gap reports.
 REFERENCE_TOL = 1e-10
 
 
@@ -46,7 +46,7 @@ def reference_cost(task: ControlTask, control, t0: float, t1: float) -> float:
 
 
 def trajectory(task: ControlTask, control, ts) -> np.ndarray:
-    """The plant's state under `control` at `ts`, in data units (times, outputs)."""
+    """Solve the plant under `control`; return its state at `ts` in data units (times, outputs)."""
     states = eqx.filter_jit(reference_states)(task, control, jnp.asarray(ts))
     return np.asarray(jax.vmap(task.plant.physical)(states[:, :-1]))
 

@@ -3,9 +3,9 @@
 Both solve the forward problem through the run's PinT solver (`TimeSolver`), on the
 cost-augmented system of `nodepint.control.system`.
 
-* `dp`: reverse-mode autodiff through the PinT solve, with the solver's gradient mode
-  (`implicit`: adjoint recurrence at the converged shooting states; `unroll`: through the
-  recorded iterations). This is the exact gradient of the discrete J.
+* `dp`: reverse-mode autodiff through the PinT solve. It uses the adjoint recurrence at
+  the converged shooting states, or the recorded iterations when the solver's mode is
+  `unroll`. This is the exact gradient of the discrete J.
 * `dal`: the continuous adjoint. With the Hamiltonian H = lambda^T F(t, s, phi) of the
   augmented system (= L + a^T f), the costate solves lambda' = -dH/ds backward from
   lambda(t1) = (dPhi/dy, 1), and dJ/dphi = integral of dH/dphi dt, where dH/dphi is dH/du
@@ -82,7 +82,7 @@ def dal_value_and_grad(solver, task: ControlTask, control, key):
     lambda_n = A_n lambda_{n+1} (a short linear recurrence over the chunks), and
     dJ/dphi = sum_n G_n lambda_{n+1}, because G_n lambda_{n+1} = integral over chunk n of
     dH/dphi dt. The state s is integrated backward from the stored boundary state rather
-    than stored densely; over one chunk that adds an error of the fine solver's order.
+    than stored densely. Over one chunk that adds an error of the fine solver's order.
     """
     sol = solve_states(solver, task, control, key, loop="lax")
     states = jax.lax.stop_gradient(sol.states)

@@ -1,14 +1,15 @@
 """Combo dp_dp: one DP optimisation of the model weights and the control together.
 
 The loss of a batch is the data misfit plus w * J(u), where J is the control cost on the
-current learned model (through the PinT solve), so the model is fitted to the data while
-the control is optimised on it, in the spirit of a physics-informed loss.
+current learned model, through the PinT solve. The model is fitted to the data while the
+control is optimised on it, as in a physics-informed loss.
 """
 
 from __future__ import annotations
 
 import equinox as eqx
 import jax
+import optax
 
 from nodepint.control.gradients import cost
 from nodepint.control.system import learned_task
@@ -21,6 +22,22 @@ class JointModel(eqx.Module):
 
     model: NeuralODE
     control: eqx.Module
+
+
+def joint_optimizer(joint: JointModel, model_optimizer, control_lr: float):
+    """Update the model with the run's optimiser and the control with Adam at control_lr.
+
+    The control keeps the learning rate of the separate optimal-control loop, because
+    the model's cosine-decayed rate would barely move it in a short training run.
+    """
+    params = eqx.filter(joint, eqx.is_inexact_array)
+    labels = JointModel(
+        jax.tree_util.tree_map(lambda _: "model", params.model),
+        jax.tree_util.tree_map(lambda _: "control", params.control),
+    )
+    return optax.multi_transform(
+        {"model": model_optimizer, "control": optax.adam(control_lr)}, labels
+    )
 
 
 def _model_of(model):

@@ -20,7 +20,7 @@ class PiecewiseConstant(eqx.Module):
     """u(t) = bound * tanh(raw_k) on the k-th of K equal intervals of [t0, t1].
 
     NOTE: a fixed-step solver whose step ends on an interval edge evaluates its last stage
-    (c = 1) with the next interval's value, so the discrete solve sees the jump up to one
+    (c = 1) with the next interval's value, so the discrete solve applies the jump up to one
     step early. DP differentiates that discrete solve exactly; DAL differentiates the
     continuous problem, so the two gradients differ by a first-order discretisation error
     for this parametrisation (the smooth `NetworkControl` has no such term).
@@ -67,7 +67,7 @@ def make_control(
     key: PRNGKeyArray,
     dtype,
 ) -> PiecewiseConstant | NetworkControl:
-    """The initial control of an optimal-control run.
+    """Build the initial control of an optimal-control run.
 
     The start is small and random (scale control.init_scale), not zero: for a swing-up from
     rest the zero control is a stationary point of the cost, where every gradient is zero.

@@ -19,7 +19,7 @@ from nodepint.training import TimeSolver
 
 
 class ControlOutcome(NamedTuple):
-    """What the control figure shows: trajectories in data units and the control signals."""
+    """Data of the control figure: trajectories in data units and the control signals."""
 
     problem: str
     output_names: tuple[str, ...]
@@ -44,7 +44,7 @@ def control_span(cfg: Config) -> tuple[float, float]:
 
 
 def control_solver(cfg: Config, solver: TimeSolver) -> TimeSolver:
-    """The run's PinT solver over the control span.
+    """Stretch the run's PinT solver over the control span.
 
     The chunk count grows with the span (rounded to a whole multiple of pint.chunks), so
     every chunk keeps about the training chunks' length and the same fine steps.

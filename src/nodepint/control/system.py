@@ -78,14 +78,14 @@ def augmented_field(t, s, args):
 
 
 def learned_task(problem, model: NeuralODE, mean, std) -> ControlTask:
-    """The task on the trained model; the initial state is normalised and encoded."""
+    """Build the task on the trained model, with the initial state normalised and encoded."""
     x0 = (jnp.asarray(problem.control_initial_state(), dtype=mean.dtype) - mean) / std
     plant = LearnedPlant(model, mean, std)
     return ControlTask(plant, model.encoder(x0), problem.running_cost, problem.terminal_cost)
 
 
 def true_task(problem, dtype) -> ControlTask:
-    """The same task on the true system, in data units."""
+    """Build the same task on the true system, in data units."""
     plant = TruePlant(jnp.asarray(problem.field_args(), dtype=dtype), problem.true_controlled_field)
     y0 = jnp.asarray(problem.control_initial_state(), dtype=dtype)
     return ControlTask(plant, y0, problem.running_cost, problem.terminal_cost)

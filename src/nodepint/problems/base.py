@@ -89,7 +89,7 @@ class Problem(abc.ABC):
     control_size: int = 0
     # Controlled problems drive every training trajectory with its own random signal,
     # piecewise constant on this many equal intervals of [t0, t1]. The signal's values
-    # follow the observed initial state in each input row (see `controlled_dataset`).
+    # follow the observed initial state in each input row (see `trajectory_dataset`).
     signal_intervals: int = 0
 
     def true_controlled_field(self, t, y, u, args):

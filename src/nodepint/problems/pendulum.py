@@ -91,7 +91,7 @@ class Pendulum(Problem):
         """Angles uniform on [-pi, pi] and angular velocities uniform on [-1.5, 1.5].
 
         This covers the states a swing-up passes through (|omega| stays below about 1.5 at
-        the default parameters), so the model sees the control response everywhere there.
+        the default parameters), so the training data contain the control response everywhere there.
         """
         angle_key, velocity_key = jr.split(key)
         theta = jr.uniform(angle_key, (n,), minval=-np.pi, maxval=np.pi)
