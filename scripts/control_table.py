@@ -3,10 +3,11 @@
     nodepint-run -m problem=pendulum combo=dp_dal,dp_dp,dal_dp,dal_dal
     python scripts/control_table.py multiruns/<date>/<time>
 
-One row per run directory under the multirun folder, in the order of the job numbers.
-The peak-memory column is the process's resident-set high-water mark (getrusage) when the
-run finished; Hydra's basic launcher runs the jobs one after the other in one process, so
-each value includes the jobs before it.
+Each argument is a multirun folder (one row per job, in job order) or a single run
+directory (one row). The peak-memory column is the process's resident-set high-water
+mark (getrusage) when the run finished. Hydra's basic launcher runs a multirun's jobs one
+after the other in one process, so there each value includes the jobs before it; single
+runs in their own processes give each run's own peak.
 """
 
 from __future__ import annotations
@@ -56,13 +57,22 @@ def row(summary: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("multirun", type=Path, help="the multirun folder (hydra.sweep.dir)")
-    args = parser.parse_args()
-    paths = sorted(
-        args.multirun.glob("*/summary.json"), key=lambda p: int(p.parent.name.split("_")[0])
+    parser.add_argument(
+        "folders",
+        type=Path,
+        nargs="+",
+        help="multirun folders (hydra.sweep.dir) or run directories (hydra.run.dir)",
     )
-    if not paths:
-        raise SystemExit(f"no */summary.json under {args.multirun}")
+    args = parser.parse_args()
+    paths: list[Path] = []
+    for folder in args.folders:
+        if (folder / "summary.json").exists():
+            paths.append(folder / "summary.json")
+            continue
+        jobs = sorted(folder.glob("*/summary.json"), key=lambda p: int(p.parent.name.split("_")[0]))
+        if not jobs:
+            raise SystemExit(f"no summary.json in {folder} or its subfolders")
+        paths.extend(jobs)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + " --- |" * len(COLUMNS))
     for path in paths:
