@@ -6,7 +6,7 @@
 Each argument is a multirun folder (one row per job, in job order) or a single run
 directory (one row). The peak-memory column is the process's resident-set high-water
 mark (getrusage) when the run finished. Hydra's basic launcher runs a multirun's jobs one
-after the other in one process, so there each value includes the jobs before it; single
+after the other in one process, so there each value includes the jobs before it. Single
 runs in their own processes give each run's own peak.
 """
 

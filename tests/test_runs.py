@@ -226,7 +226,8 @@ def test_interrupted_run_keeps_checkpoint_and_resumes(tmp_path):
 
 def _check_control(summary: dict) -> None:
     control = summary["control"]
-    assert control["true_cost"] > 0 and control["reference_cost"] > 0
+    assert control["true_cost"] > 0
+    assert control["reference_cost"] > 0
     expected = (control["true_cost"] - control["reference_cost"]) / control["reference_cost"]
     assert control["gap"] == pytest.approx(expected)
     assert control["iterations"] >= 1
@@ -267,4 +268,5 @@ def test_control_combo_on_lorenz_fails_cleanly(tmp_path):
     result = _run("experiment=smoke", "combo=dal_dp", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "combo=dal_dp" in result.stderr and "problem=lorenz" in result.stderr
+    assert "combo=dal_dp" in result.stderr
+    assert "problem=lorenz" in result.stderr
