@@ -107,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-log2", type=int, default=8, help="smallest step count, as log2")
     parser.add_argument("--max-log2", type=int, default=14, help="largest step count, as log2")
+    parser.add_argument("--stride", type=int, default=1, help="step between the log2 values")
     parser.add_argument("--chunks", type=int, default=8, help="PinT chunks (fixed)")
     parser.add_argument("--n-obs", type=int, default=33, help="observation times in [0, 1]")
     parser.add_argument(
@@ -116,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    for log2 in range(args.min_log2, args.max_log2 + 1):
+    for log2 in range(args.min_log2, args.max_log2 + 1, args.stride):
         for mode in MODES:
             row = measure(2**log2, args.chunks, mode, args.n_obs, args.time)
             print(
