@@ -95,7 +95,8 @@ def _check_finite_differences(loss, x, params, solver, grad_x, grad_params):
 
 
 # DAL differs from the DP gradients by the error of the backward tsit5 solve, of order
-# (h L)^5 with h = 1/16 and |df/dz| ~ 2: about 1e-7 relative, so 1e-4 leaves a wide margin.
+# (h L)^5 with h = 1/16 and |df/dz| ~ 2, an estimate of 1e-7 relative, so 1e-4 leaves a
+# wide margin.
 DAL_TOLERANCE = 1e-4
 
 

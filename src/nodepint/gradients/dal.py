@@ -28,7 +28,7 @@ state U_{n+1} that the forward PinT solve stored:
   of (df/dtheta)^T a as extra components of the solved state; the chunks' integrals are
   summed.
 
-The loss sees the trajectory through two functions, and each gets a continuous adjoint:
+The loss reads the trajectory through two functions, and each gets a continuous adjoint.
 `pint_solve_dal` differentiates the shooting states U_n (jumps g_n at the chunk boundaries),
 and `observe_dal` differentiates the observations that `observe` interpolates inside the
 chunks (jumps at the observation times, from a zero adjoint at each chunk's end). By
@@ -53,10 +53,11 @@ from nodepint.pint.solve import PintSettings, PintSolution, observe, pint_solve
 
 
 def _adjoint_field(field: VectorField, static: PyTree, with_params: bool):
-    """The right-hand side of (z, a, integral) for a backward diffrax solve.
+    """Build the right-hand side of (z, a, integral) for a backward diffrax solve.
 
-    `a` is one adjoint vector (state,) or a matrix of adjoint columns (state, columns); the
-    integral of (df/dtheta)^T a is carried only for a vector (`with_params`).
+    With `with_params`, `a` is one adjoint vector and the integral of (df/dtheta)^T a is
+    carried along. Without it, `a` is a (state, columns) matrix of adjoint columns and the
+    integral slot is None.
     """
 
     def rhs(t, y, params):
