@@ -95,15 +95,16 @@ def measure(steps: int, chunks: int, mode: str, n_obs: int, augment: int, repeat
 
 
 def markdown(rows: list[dict], timed: bool) -> str:
-    header = "| fine steps | " + " | ".join(f"{m} (MiB)" for m in MODES)
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    header = "| fine steps | " + " | ".join(f"{m} (MiB)" for m in modes)
     if timed:
-        header += " | " + " | ".join(f"{m} (s)" for m in MODES)
+        header += " | " + " | ".join(f"{m} (s)" for m in modes)
     lines = [header + " |", "|" + " --- |" * (header.count("|"))]
     for steps in sorted({r["steps"] for r in rows}):
         by_mode = {r["mode"]: r for r in rows if r["steps"] == steps}
-        cells = [f"{by_mode[m]['total_bytes'] / MIB:.3f}" for m in MODES]
+        cells = [f"{by_mode[m]['total_bytes'] / MIB:.3f}" for m in modes]
         if timed:
-            cells += [f"{by_mode[m]['run_seconds']:.3f}" for m in MODES]
+            cells += [f"{by_mode[m]['run_seconds']:.3f}" for m in modes]
         lines.append(f"| {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -121,12 +122,15 @@ def main() -> None:
     parser.add_argument(
         "--time", type=int, default=0, metavar="N", help="also run each gradient N times"
     )
+    parser.add_argument(
+        "--modes", nargs="+", default=list(MODES), choices=MODES, help="gradient methods"
+    )
     parser.add_argument("--json", default="grad_memory.json", help="output JSON file")
     args = parser.parse_args()
 
     rows = []
     for log2 in range(args.min_log2, args.max_log2 + 1, args.stride):
-        for mode in MODES:
+        for mode in args.modes:
             row = measure(2**log2, args.chunks, mode, args.n_obs, args.augment, args.time)
             print(
                 f"steps={row['steps']:6d} {mode:8s} total={row['total_bytes'] / MIB:9.3f} MiB "
