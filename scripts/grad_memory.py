@@ -1,13 +1,16 @@
 """Measure the memory of the three gradient methods as the number of fine steps grows.
 
 For every fine step count and every `train.grad` mode (unroll, implicit, dal), the script
-compiles the gradient of a squared-error loss on one Lorenz-sized trajectory (state 3, the
-default MLP vector field of width 64 and depth 2, parareal on a fixed number of chunks,
-tsit5 fine steps) and reads XLA's memory analysis of the compiled program: argument,
-output and temporary buffer bytes. Their sum is the memory that XLA allocates for one
-gradient evaluation. The analysis needs no execution, so the largest step counts cost
-only their compile time. With --time, each gradient also runs and its wall time is taken
-(the median of a few runs after a warm-up).
+compiles the gradient of a squared-error loss on one Lorenz-sized trajectory and reads
+XLA's memory analysis of the compiled program: argument, output and temporary buffer
+bytes. Their sum is the memory that XLA allocates for one gradient evaluation. The peak
+RSS of a process would also count the JAX runtime and the compiler, hundreds of MiB that
+vary from run to run and hide differences of a few MiB between the methods. The
+trajectory has state 3 (--augment appends zeros to make it larger), the default MLP
+vector field of width 64 and depth 2, tsit5 fine steps, and parareal on a fixed number of
+chunks. The analysis needs no execution, so the largest step counts cost only their
+compile time. With --time, each gradient also runs and its wall time is taken (the
+median of a few runs after a warm-up).
 
     python scripts/grad_memory.py --json grad_memory.json
 
@@ -39,14 +42,15 @@ MODES = ("unroll", "implicit", "dal")
 MIB = 2.0**20
 
 
-def gradient_program(steps: int, chunks: int, mode: str, n_obs: int):
-    """The jitted gradient of one trajectory's loss, with its arguments."""
+def gradient_program(steps: int, chunks: int, mode: str, n_obs: int, augment: int):
+    """Build the jitted gradient of one trajectory's loss, and its arguments."""
     cfg = Config()
     cfg.problem.name = "lorenz"
     cfg.integrator.fine.steps = steps
     cfg.pint.method = "parareal"
     cfg.pint.chunks = chunks
     cfg.train.grad = mode
+    cfg.model.augment = augment
     ts = np.linspace(0.0, 1.0, n_obs)
     solver = solver_for(cfg, ts)
 
@@ -62,8 +66,8 @@ def gradient_program(steps: int, chunks: int, mode: str, n_obs: int):
     return jax.jit(jax.grad(loss, argnums=(0, 1))), (x, params)
 
 
-def measure(steps: int, chunks: int, mode: str, n_obs: int, repeats: int) -> dict:
-    grad, inputs = gradient_program(steps, chunks, mode, n_obs)
+def measure(steps: int, chunks: int, mode: str, n_obs: int, augment: int, repeats: int) -> dict:
+    grad, inputs = gradient_program(steps, chunks, mode, n_obs, augment)
     start = time.perf_counter()
     compiled = grad.lower(*inputs).compile()
     compile_seconds = time.perf_counter() - start
@@ -72,6 +76,7 @@ def measure(steps: int, chunks: int, mode: str, n_obs: int, repeats: int) -> dic
         "steps": steps,
         "chunks": chunks,
         "mode": mode,
+        "state_size": 3 + augment,
         "argument_bytes": int(analysis.argument_size_in_bytes),
         "output_bytes": int(analysis.output_size_in_bytes),
         "temp_bytes": int(analysis.temp_size_in_bytes),
@@ -90,15 +95,16 @@ def measure(steps: int, chunks: int, mode: str, n_obs: int, repeats: int) -> dic
 
 
 def markdown(rows: list[dict], timed: bool) -> str:
-    header = "| fine steps | " + " | ".join(f"{m} (MiB)" for m in MODES)
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    header = "| fine steps | " + " | ".join(f"{m} (MiB)" for m in modes)
     if timed:
-        header += " | " + " | ".join(f"{m} (s)" for m in MODES)
+        header += " | " + " | ".join(f"{m} (s)" for m in modes)
     lines = [header + " |", "|" + " --- |" * (header.count("|"))]
     for steps in sorted({r["steps"] for r in rows}):
         by_mode = {r["mode"]: r for r in rows if r["steps"] == steps}
-        cells = [f"{by_mode[m]['total_bytes'] / MIB:.3f}" for m in MODES]
+        cells = [f"{by_mode[m]['total_bytes'] / MIB:.3f}" for m in modes]
         if timed:
-            cells += [f"{by_mode[m]['run_seconds']:.3f}" for m in MODES]
+            cells += [f"{by_mode[m]['run_seconds']:.3f}" for m in modes]
         lines.append(f"| {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -107,18 +113,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-log2", type=int, default=8, help="smallest step count, as log2")
     parser.add_argument("--max-log2", type=int, default=14, help="largest step count, as log2")
+    parser.add_argument("--stride", type=int, default=1, help="step between the log2 values")
     parser.add_argument("--chunks", type=int, default=8, help="PinT chunks (fixed)")
+    parser.add_argument(
+        "--augment", type=int, default=0, help="zeros appended to the Lorenz state of 3"
+    )
     parser.add_argument("--n-obs", type=int, default=33, help="observation times in [0, 1]")
     parser.add_argument(
         "--time", type=int, default=0, metavar="N", help="also run each gradient N times"
+    )
+    parser.add_argument(
+        "--modes", nargs="+", default=list(MODES), choices=MODES, help="gradient methods"
     )
     parser.add_argument("--json", default="grad_memory.json", help="output JSON file")
     args = parser.parse_args()
 
     rows = []
-    for log2 in range(args.min_log2, args.max_log2 + 1):
-        for mode in MODES:
-            row = measure(2**log2, args.chunks, mode, args.n_obs, args.time)
+    for log2 in range(args.min_log2, args.max_log2 + 1, args.stride):
+        for mode in args.modes:
+            row = measure(2**log2, args.chunks, mode, args.n_obs, args.augment, args.time)
             print(
                 f"steps={row['steps']:6d} {mode:8s} total={row['total_bytes'] / MIB:9.3f} MiB "
                 f"temp={row['temp_bytes'] / MIB:9.3f} MiB compile={row['compile_seconds']:.1f} s"

@@ -73,6 +73,17 @@ def test_smoke_run_problem(tmp_path, problem):
         assert (tmp_path / "confusion.png").exists()
 
 
+def test_smoke_run_dal_gradient(tmp_path):
+    result = _run(
+        "experiment=smoke", "problem=lorenz", "train.grad=dal", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(tmp_path)
+    _check_completed(summary)
+    # Two epochs of DAL gradients lower the loss of the untrained model.
+    assert summary["metrics"]["test_loss"] < summary["metrics"]["untrained_test_loss"]
+
+
 def test_resume_continues_from_checkpoint(tmp_path):
     # The first run also checks the offline W&B run, which the smoke preset turns off.
     first = _run(

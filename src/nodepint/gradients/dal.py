@@ -28,7 +28,7 @@ state U_{n+1} that the forward PinT solve stored:
   of (df/dtheta)^T a as extra components of the solved state; the chunks' integrals are
   summed.
 
-The loss sees the trajectory through two functions, and each gets a continuous adjoint:
+The loss reads the trajectory through two functions, and each gets a continuous adjoint.
 `pint_solve_dal` differentiates the shooting states U_n (jumps g_n at the chunk boundaries),
 and `observe_dal` differentiates the observations that `observe` interpolates inside the
 chunks (jumps at the observation times, from a zero adjoint at each chunk's end). By
@@ -53,10 +53,11 @@ from nodepint.pint.solve import PintSettings, PintSolution, observe, pint_solve
 
 
 def _adjoint_field(field: VectorField, static: PyTree, with_params: bool):
-    """The right-hand side of (z, a, integral) for a backward diffrax solve.
+    """Build the right-hand side of (z, a, integral) for a backward diffrax solve.
 
-    `a` is one adjoint vector (state,) or a matrix of adjoint columns (state, columns); the
-    integral of (df/dtheta)^T a is carried only for a vector (`with_params`).
+    With `with_params`, `a` is one adjoint vector and the integral of (df/dtheta)^T a is
+    carried along. Without it, `a` is a (state, columns) matrix of adjoint columns and the
+    integral slot is None.
     """
 
     def rhs(t, y, params):
@@ -144,6 +145,8 @@ def _solve_bwd(
     eye = jnp.eye(size, dtype=states.dtype)
 
     # -- Phi_n^T for every chunk in parallel: the adjoint matrix from the identity at tau_{n+1}
+    # TODO: for large states, solve only r adjoint columns in the span of a level-2 basis,
+    # as the Newton correction does, in place of all d columns.
     matrix_rhs = _adjoint_field(field, static, with_params=False)
 
     def transposed_flow(u_end, t_start, t_end):
@@ -160,6 +163,8 @@ def _solve_bwd(
     adjoint = jnp.flip(SCANS[settings.scan](w, v, b, g[-1]), axis=0)
 
     # -- dL/dtheta: the quadrature of (df/dtheta)^T a along every chunk, in parallel, summed
+    # NOTE: every chunk carries a parameter-sized integral through the solver's stages at
+    # once, so this pass needs memory of order chunks x stages x parameters.
     vector_rhs = _adjoint_field(field, static, with_params=True)
 
     def chunk_integral(u_end, a_end, t_start, t_end):
@@ -226,13 +231,20 @@ def _observe_bwd(residual, grad_obj, perturbed, vjp_arg, fine, field, tau, ts):
     rhs = _adjoint_field(field, static, with_params=True)
 
     def chunk_adjoint(n, u_end, t_start, t_end):
-        clipped = jnp.clip(ts, t_start, t_end)
-        jumps = jnp.where((owner == n)[:, None], grad_obj, 0.0)
+        owned = owner == n
         length = t_end - t_start
 
-        # Walk the observation times from the last to the first: solve down to t_i, then
-        # add the jump dL/dz(t_i). Times outside the chunk are clipped onto its ends and
-        # carry no jump, so their segments have length zero and change nothing.
+        # The chunk's own observation times, latest first, then the times of other chunks
+        # moved onto t_start with no jump. Step k of the scan then handles the k-th latest
+        # observation of every chunk at once. A scan over the global time order would
+        # leave all chunks but one idle on each segment, and the vmapped while loops would
+        # take N times the steps.
+        local = jnp.where(owned, jnp.clip(ts, t_start, t_end), t_start)
+        order = jnp.argsort(-local, stable=True)
+        times = local[order]
+        jumps = jnp.where(owned[:, None], grad_obj, 0.0)[order]
+
+        # Solve down to each time t_k, then add the jump dL/dz(t_k).
         def step(carry, inputs):
             y, t_now = carry
             t_next, jump = inputs
@@ -240,7 +252,7 @@ def _observe_bwd(residual, grad_obj, perturbed, vjp_arg, fine, field, tau, ts):
             return ((z, a + jump, integral), t_next), None
 
         y_end = (u_end, jnp.zeros_like(u_end), _zeros_like_params(params))
-        (y, t_now), _ = jax.lax.scan(step, (y_end, t_end), (clipped, jumps), reverse=True)
+        (y, t_now), _ = jax.lax.scan(step, (y_end, t_end), (times, jumps))
         _, a, integral = _solve_backward(fine, rhs, y, t_now, t_start, length, params)
         return a, integral
 
