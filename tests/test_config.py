@@ -27,7 +27,9 @@ def _options(group):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_validates(group, option):
-    check(_compose(f"{group}={option}"))
+    # A combo with optimal control needs a controlled problem.
+    controlled = group == "combo" and option != "dp"
+    check(_compose(f"{group}={option}", *(["problem=pendulum"] if controlled else [])))
 
 
 @pytest.mark.parametrize("problem", _options("problem"))
@@ -72,6 +74,29 @@ def test_bad_value_error_names_key(override, key):
     ],
 )
 def test_bad_pair_error_names_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check(_compose(*overrides))
+
+
+def test_control_combo_on_uncontrolled_problem_error():
+    with pytest.raises(ConfigError, match=r"combo=dp_dal.*problem=lorenz"):
+        check(_compose("problem=lorenz", "combo=dp_dal"))
+
+
+def test_controlled_problem_defaults_to_dp_dal():
+    assert check(_compose("problem=pendulum")).combo.name == "dp_dal"
+    assert check(_compose("problem=pendulum", "combo=dp_dp")).combo.joint
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["problem=pendulum", "control.parametrisation=spline"], "control.parametrisation"),
+        (["problem=pendulum", "control.iterations=0"], "control.iterations"),
+        (["problem=pendulum", "combo.joint=true"], "combo.joint"),
+    ],
+)
+def test_bad_control_value_error_names_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check(_compose(*overrides))
 

@@ -93,6 +93,17 @@ def test_smoke_field_problems(tmp_path):
     assert {json.loads(p.read_text())["problem"]["name"] for p in summaries} == set(figures)
 
 
+def test_smoke_run_dal_gradient(tmp_path):
+    result = _run(
+        "experiment=smoke", "problem=lorenz", "train.grad=dal", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(tmp_path)
+    _check_completed(summary)
+    # Two epochs of DAL gradients lower the loss of the untrained model.
+    assert summary["metrics"]["test_loss"] < summary["metrics"]["untrained_test_loss"]
+
+
 def test_resume_continues_from_checkpoint(tmp_path):
     # The first run also checks the offline W&B run, which the smoke preset turns off.
     first = _run(
@@ -242,3 +253,51 @@ def test_interrupted_run_keeps_checkpoint_and_resumes(tmp_path):
     assert summary["epochs_completed"] == 40
     epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
     assert epochs == list(range(1, 41))
+
+
+def _check_control(summary: dict) -> None:
+    control = summary["control"]
+    assert control["true_cost"] > 0
+    assert control["reference_cost"] > 0
+    expected = (control["true_cost"] - control["reference_cost"]) / control["reference_cost"]
+    assert control["gap"] == pytest.approx(expected)
+    assert control["iterations"] >= 1
+    assert control["seconds"] > 0
+
+
+def test_smoke_pendulum_default_combo(tmp_path):
+    result = _run("experiment=smoke", "problem=pendulum", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = _summary(tmp_path)
+    _check_completed(summary)
+    assert summary["combo"]["name"] == "dp_dal"
+    _check_control(summary)
+    assert (tmp_path / "control.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_smoke_pendulum_every_combo(tmp_path):
+    combos = ["dp_dal", "dp_dp", "dal_dp", "dal_dal"]
+    result = _run(
+        "-m",
+        "experiment=smoke",
+        "problem=pendulum",
+        f"combo={','.join(combos)}",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/summary.json"))]
+    assert sorted(s["combo"]["name"] for s in summaries) == sorted(combos)
+    for summary in summaries:
+        _check_completed(summary)
+        _check_control(summary)
+        expected_grad = "dal" if summary["combo"]["train"] == "dal" else "implicit"
+        assert summary["combo"]["train_grad"] == expected_grad
+
+
+def test_control_combo_on_lorenz_fails_cleanly(tmp_path):
+    result = _run("experiment=smoke", "combo=dal_dp", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "combo=dal_dp" in result.stderr
+    assert "problem=lorenz" in result.stderr

@@ -28,6 +28,7 @@ def check(cfg: DictConfig):
     """Validate the composed config and the problem's parameters; return the typed config."""
     validate(cfg)
     typed = to_dataclass(cfg)
+    from nodepint.config import check_problem_combo
     from nodepint.problems import make_problem
     from nodepint.stiffness import check_stiffness
 
@@ -35,6 +36,7 @@ def check(cfg: DictConfig):
     if typed.model.encoder == "projection":
         problem.check_reduced_basis(typed.model.latent_size)
     check_stiffness(typed, problem)
+    check_problem_combo(typed, problem.control_size)
     return typed
 
 

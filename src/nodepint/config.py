@@ -52,9 +52,10 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("float32", "float64")
-TRAINING_METHODS = ("dp",)
-CONTROL_METHODS = ("none",)
-GRADIENT_MODES = ("implicit", "unroll")
+TRAINING_METHODS = ("dp", "dal")
+CONTROL_METHODS = ("none", "dp", "dal")
+GRADIENT_MODES = ("implicit", "unroll", "dal")
+PARAMETRISATIONS = ("piecewise", "network")
 AVERAGES = ("gradients", "weights")
 # Bases whose directions are random, so that independent replicas differ.
 REPLICA_BASES = ("random1d", "growing")
@@ -166,8 +167,37 @@ class PintConfig:
 @dataclass
 class ComboConfig:
     name: str = "dp"
+    # Training gradient: "dp" uses train.grad (implicit or unroll); "dal" uses the
+    # continuous adjoint (train.grad=dal).
     train: str = "dp"
+    # Optimal control of the learned model after training: "none", "dp" or "dal".
     control: str = "none"
+    # One joint DP optimisation of the weights and the control on data misfit +
+    # control.joint_weight * J(u), instead of control after training (combo dp_dp).
+    joint: bool = False
+
+
+@dataclass
+class ControlConfig:
+    # "piecewise": constant on `intervals` equal intervals; "network": an MLP u_phi(t) of
+    # `width` and `depth`. Both are squashed into the bound: u = bound * tanh(raw).
+    parametrisation: str = "piecewise"
+    intervals: int = 20
+    width: int = 16
+    depth: int = 2
+    # Scale of the small random initial control (a zero control can be a stationary point).
+    init_scale: float = 0.1
+    # Adam on the control parameters: learning rate, iteration cap, and the stopping test
+    # |J_k - J_{k-1}| <= tol * max(1, |J_k|).
+    lr: float = 0.05
+    iterations: int = 300
+    tol: float = 1e-7
+    # Weight w of J(u) in the joint loss of combo dp_dp: data misfit + w * J(u).
+    joint_weight: float = 0.01
+    # Length of the control task's time span [t0, t0 + horizon]; 0 means the problem's
+    # span. A longer horizon than the training trajectories is solved with proportionally
+    # more PinT chunks of the same length and fine steps.
+    horizon: float = 0.0
 
 
 @dataclass
@@ -175,7 +205,8 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 32
     # Reverse-mode gradient of the PinT solve: "implicit" (adjoint recurrence over the
-    # chunks at the converged states) or "unroll" (autodiff through the iterations).
+    # chunks at the converged states), "unroll" (autodiff through the iterations) or "dal"
+    # (continuous adjoint ODE solved backward on every chunk in parallel).
     grad: str = "implicit"
     # Keep the parameters with the lowest validation loss for the final evaluation.
     keep_best: bool = True
@@ -231,6 +262,7 @@ class Config:
     integrator: IntegratorConfig = field(default_factory=IntegratorConfig)
     pint: PintConfig = field(default_factory=PintConfig)
     combo: ComboConfig = field(default_factory=ComboConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -365,6 +397,7 @@ def validate(cfg: DictConfig | Config) -> None:
     # -- combo, training, optimiser, logging, mesh
     _choice(errors, "combo.train", cfg.combo.train, TRAINING_METHODS)
     _choice(errors, "combo.control", cfg.combo.control, CONTROL_METHODS)
+    _check_combo(errors, cfg)
     _at_least(errors, "train.epochs", t.epochs, 0)
     _at_least(errors, "train.batch_size", t.batch_size, 1)
     _at_least(errors, "train.checkpoint_every", t.checkpoint_every, 1)
@@ -418,6 +451,35 @@ def validate(cfg: DictConfig | Config) -> None:
 
     if errors:
         raise ConfigError("\n".join(errors))
+
+
+def _check_combo(errors: list[str], cfg) -> None:
+    combo, c = cfg.combo, cfg.control
+    if combo.joint and (combo.train != "dp" or combo.control != "dp"):
+        errors.append(
+            f"combo.joint=true is invalid with combo.train={combo.train} and "
+            f"combo.control={combo.control}: the joint optimisation is DP for both (combo=dp_dp)."
+        )
+    _choice(errors, "control.parametrisation", c.parametrisation, PARAMETRISATIONS)
+    _at_least(errors, "control.intervals", c.intervals, 1)
+    _at_least(errors, "control.width", c.width, 1)
+    _at_least(errors, "control.depth", c.depth, 1)
+    _at_least(errors, "control.init_scale", c.init_scale, 0.0)
+    _positive(errors, "control.lr", c.lr)
+    _at_least(errors, "control.iterations", c.iterations, 1)
+    _at_least(errors, "control.tol", c.tol, 0.0)
+    _at_least(errors, "control.joint_weight", c.joint_weight, 0.0)
+    _at_least(errors, "control.horizon", c.horizon, 0.0)
+
+
+def check_problem_combo(cfg: Config | DictConfig, control_size: int) -> None:
+    """Raise `ConfigError` when the combo optimises a control the problem does not have."""
+    if cfg.combo.control != "none" and control_size == 0:
+        raise ConfigError(
+            f"combo={cfg.combo.name} (combo.control={cfg.combo.control}) is invalid with "
+            f"problem={cfg.problem.name}: that problem has no control input. Use combo=dp, "
+            "or a controlled problem (pendulum, lotka_volterra_harvest)."
+        )
 
 
 def to_dataclass(cfg: DictConfig) -> Config:

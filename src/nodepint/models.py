@@ -21,17 +21,57 @@ ACTIVATIONS = {
 
 
 class VectorField(eqx.Module):
-    """dz/dt = f_theta(z, t): an MLP, optionally fed the time as an extra input."""
+    """dz/dt = f_theta(z, t, u): an MLP, optionally fed the time and a control input.
+
+    The MLP's input is the state, then the time (when time_dependent), then the control
+    u (when control_size > 0).
+    """
 
     mlp: eqx.nn.MLP
     time_dependent: bool = eqx.field(static=True)
     # Fixed per-coordinate factor on the MLP's output, set from the typical rate of change
     # of the training data, so that the MLP itself works with outputs of order one.
     output_scale: tuple[float, ...] = eqx.field(static=True)
+    # Size of the control input; 0 for uncontrolled problems.
+    control_size: int = eqx.field(static=True, default=0)
 
-    def __call__(self, t, z: Float[Array, " state"]) -> Float[Array, " state"]:
-        inputs = jnp.concatenate([z, jnp.reshape(t, (1,))]) if self.time_dependent else z
+    def __call__(self, t, z: Float[Array, " state"], u=None) -> Float[Array, " state"]:
+        parts = [z]
+        if self.time_dependent:
+            parts.append(jnp.reshape(t, (1,)).astype(z.dtype))
+        if self.control_size:
+            if u is None:
+                raise ValueError(
+                    f"this vector field takes a control input of size {self.control_size}; "
+                    "call it with u, or wrap it in ControlledField with a control signal."
+                )
+            parts.append(jnp.reshape(u, (self.control_size,)).astype(z.dtype))
+        inputs = jnp.concatenate(parts) if len(parts) > 1 else z
         return self.mlp(inputs) * jnp.asarray(self.output_scale, dtype=z.dtype)
+
+
+class ControlledField(eqx.Module):
+    """A controlled vector field closed by a control signal: (t, z) -> f(t, z, u(t))."""
+
+    field: VectorField
+    # Any callable t -> u(t), for example a parametrisation from nodepint.control.
+    control: eqx.Module
+
+    def __call__(self, t, z):
+        return self.field(t, z, self.control(t))
+
+
+class SignalControl(eqx.Module):
+    """The piecewise-constant control that drove one training trajectory."""
+
+    values: Float[Array, "intervals control"]
+    t0: Float[Array, ""]
+    t1: Float[Array, ""]
+
+    def __call__(self, t):
+        intervals = self.values.shape[0]
+        position = jnp.floor((t - self.t0) / (self.t1 - self.t0) * intervals)
+        return self.values[jnp.clip(position, 0, intervals - 1).astype(int)]
 
 
 def field_function(t, z, field: VectorField):
@@ -80,6 +120,31 @@ class NeuralODE(eqx.Module):
     encoder: Encoder
     field: VectorField
     decoder: Decoder
+    # Controlled problems: each input row ends with its trajectory's control signal,
+    # signal_intervals x control_size values. 0 for uncontrolled problems.
+    signal_intervals: int = eqx.field(static=True, default=0)
+
+    def _split(self, x):
+        if not self.field.control_size:
+            return x, None
+        width = self.signal_intervals * self.field.control_size
+        values = jnp.reshape(x[x.shape[0] - width :], (self.signal_intervals, -1))
+        return x[: x.shape[0] - width], values
+
+    def initial_state(self, x) -> Float[Array, " state"]:
+        """Encode the initial state of one input row (its control signal left out)."""
+        return self.encoder(self._split(x)[0])
+
+    def dynamics(self, x, t0, t1) -> eqx.Module:
+        """Return the vector field that evolves input row `x`.
+
+        That is the field itself, or for a controlled problem the field driven by the row's
+        piecewise-constant signal on [t0, t1].
+        """
+        _, values = self._split(x)
+        if values is None:
+            return self.field
+        return ControlledField(self.field, SignalControl(values, t0, t1))
 
 
 def build_model(
@@ -90,6 +155,8 @@ def build_model(
     dtype,
     rate_scale: tuple[float, ...] | None = None,
     basis: tuple[Array, bool] | None = None,
+    control_size: int = 0,
+    signal_intervals: int = 0,
 ) -> NeuralODE:
     """Build the encoder, vector field and decoder for a problem's input and output sizes.
 
@@ -98,7 +165,8 @@ def build_model(
     latent coordinates of other encoders get a factor of one. `basis` (vectors of shape
     (outputs, latent_size) with orthonormal columns, and whether they are trainable) is the
     problem's reduced basis, required by `encoder=projection`: the encoder applies V^T and
-    the decoder V.
+    the decoder V. A controlled problem passes its control size (the field's extra input)
+    and the intervals of its training signals.
     """
     enc_key, field_key, dec_key = jr.split(key, 3)
 
@@ -130,7 +198,7 @@ def build_model(
     # -- vector field; its last layer starts small so that the untrained flow stays near
     # the identity map and the first PinT solves converge quickly.
     mlp = eqx.nn.MLP(
-        state_size + int(cfg.time_dependent),
+        state_size + int(cfg.time_dependent) + control_size,
         state_size,
         cfg.width,
         cfg.depth,
@@ -156,8 +224,8 @@ def build_model(
     scale = [1.0] * state_size
     if cfg.encoder in ("identity", "projection") and rate_scale is not None:
         scale[: len(rate_scale)] = [float(s) for s in rate_scale]
-    field = VectorField(mlp, cfg.time_dependent, tuple(scale))
-    model = NeuralODE(Encoder(enc_layer, cfg.augment), field, decoder)
+    field = VectorField(mlp, cfg.time_dependent, tuple(scale), control_size)
+    model = NeuralODE(Encoder(enc_layer, cfg.augment), field, decoder, signal_intervals)
     return jax.tree_util.tree_map(
         lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model
     )

@@ -8,6 +8,7 @@ world (console, files, W&B, figures, checkpoints) sits behind `Callbacks`, which
 from __future__ import annotations
 
 import dataclasses
+import resource
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from nodepint.config import Config, ConfigError
+from nodepint.config import Config, ConfigError, check_problem_combo
 from nodepint.integrators import chunk_boundaries, make_propagators
 from nodepint.mesh import mesh_from_config
 from nodepint.models import NeuralODE, build_model, rate_scale
@@ -70,6 +71,8 @@ class Callbacks(Protocol):
 
     def on_evaluate(self, evaluation: Evaluation, history: list[EpochRecord]) -> None: ...
 
+    def on_control(self, outcome: Any, summary: dict[str, Any]) -> None: ...
+
 
 def solver_for(cfg: Config, ts: np.ndarray, mesh=None) -> TimeSolver:
     """The PinT solver of the run, over the problem's time span, sharded over `mesh`."""
@@ -89,9 +92,9 @@ def solver_for(cfg: Config, ts: np.ndarray, mesh=None) -> TimeSolver:
     )
     fine, coarse = make_propagators(cfg.integrator, chunks)
     tau = chunk_boundaries(cfg.problem.t0, cfg.problem.t1, chunks)
-    return TimeSolver(
-        settings, fine, coarse, tau, jnp.asarray(ts), cfg.train.grad, cfg.pint.on_fail
-    )
+    # combo.train=dal trains by the continuous adjoint and overrides train.grad.
+    grad = "dal" if cfg.combo.train == "dal" else cfg.train.grad
+    return TimeSolver(settings, fine, coarse, tau, jnp.asarray(ts), grad, cfg.pint.on_fail)
 
 
 def growing_rank(cfg: Config, epochs_done: int) -> int:
@@ -116,6 +119,16 @@ def relative_deviation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.max(np.abs(a - b), axis=axes) / scale))
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (getrusage's ru_maxrss).
+
+    A high-water mark of the whole process: in a Hydra multirun, which runs its jobs one
+    after the other in one process, it includes the jobs before this one.
+    """
+    # Linux reports ru_maxrss in KiB (macOS in bytes; nodepint is run on Linux).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _timed(fn, *args):
     """Run `fn` once to compile, then time a second call (seconds, blocking on the result)."""
     jax.block_until_ready(fn(*args))
@@ -132,6 +145,7 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
     data_key, model_key = jr.split(key)
     problem = make_problem(cfg.problem)
     check_stiffness(cfg, problem)
+    check_problem_combo(cfg, problem.control_size)
     data = problem.make_data(data_key)
     data = jax.tree_util.tree_map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, data
@@ -148,7 +162,15 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
         latent = np.asarray(data.train.targets) @ np.asarray(basis[0])
         rates = rate_scale(latent, data.train.mask, problem.observation_times())
     model = build_model(
-        cfg.model, problem.input_size, problem.output_size, model_key, dtype, rates, basis
+        cfg.model,
+        problem.input_size,
+        problem.output_size,
+        model_key,
+        dtype,
+        rates,
+        basis,
+        problem.control_size,
+        problem.signal_intervals,
     )
     mesh = mesh_from_config(cfg.mesh)
     batch_size, _ = batches_per_epoch(cfg.train, data.train.inputs.shape[0])
@@ -164,7 +186,7 @@ def build(cfg: Config) -> tuple[Problem, Dataset, NeuralODE, TimeSolver, dict[st
         "train": int(data.train.inputs.shape[0]),
         "val": int(data.val.inputs.shape[0]),
         "test": int(data.test.inputs.shape[0]),
-        "state_size": int(model.encoder(data.train.inputs[0]).shape[0]),
+        "state_size": int(model.initial_state(data.train.inputs[0]).shape[0]),
         "pint": f"{cfg.pint.method}/{cfg.pint.basis}",
         "chunks": cfg.pint.chunks,
         "fine": f"{cfg.integrator.fine.solver} x{solver.fine.steps} per chunk"
@@ -234,8 +256,31 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     info.update(batch_size=batch_size, batches_per_epoch=n_batches)
     callbacks.on_build(info)
     optimizer = make_optimizer(cfg.optim, cfg.train.epochs * n_batches)
-    steps = make_steps(solver, optimizer, problem.task, cfg.train.average)
     train_key, eval_key = jr.split(jr.fold_in(jr.PRNGKey(cfg.seed), 1))
+    control_key = jr.fold_in(jr.PRNGKey(cfg.seed), 3)
+    trained = model
+    if cfg.combo.joint:
+        # dp_dp: the control is trained with the weights, on data misfit + w * J(u).
+        from nodepint.control.joint import JointModel, joint_optimizer, make_joint_steps
+        from nodepint.control.stage import control_solver, initial_control
+
+        dtype = data.train.inputs.dtype
+        trained = JointModel(model, initial_control(cfg, problem, control_key, dtype))
+        optimizer = joint_optimizer(trained, optimizer, cfg.control.lr)
+        steps = make_joint_steps(
+            solver,
+            control_solver(cfg, solver),
+            optimizer,
+            problem.task,
+            problem,
+            data.mean,
+            data.std,
+            cfg.control.joint_weight,
+            control_key,
+            cfg.train.average,
+        )
+    else:
+        steps = make_steps(solver, optimizer, problem.task, cfg.train.average)
 
     size = int(info["state_size"])
     basis_key, grow_key = jr.split(jr.fold_in(jr.PRNGKey(cfg.seed), 2))
@@ -244,7 +289,7 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
         model, data.test.inputs, data.test.targets, data.test.mask, kept, eval_key
     )
     state = init_train_state(
-        model, optimizer, data.train, cfg.pint.chunks, size, kept, cfg.pint.replicas
+        trained, optimizer, data.train, cfg.pint.chunks, size, kept, cfg.pint.replicas
     )
     history: list[EpochRecord] = []
 
@@ -287,10 +332,25 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
 
     # -- evaluate
     final_model = state.best_model if cfg.train.keep_best else state.model
+    joint = None
+    if cfg.combo.joint:
+        n_steps = int(state.step)
+        joint = (final_model.control, n_steps, train_seconds)
+        final_model = final_model.model
     evaluation, test_metrics = evaluate(
         problem, data, final_model, solver, steps, state.kept, eval_key
     )
     callbacks.on_evaluate(evaluation, history)
+
+    # -- optimal control of the learned model, evaluated on the true system
+    control_summary = None
+    if cfg.combo.control != "none":
+        from nodepint.control.stage import run_control
+
+        outcome, control_summary = run_control(
+            cfg, problem, data, final_model, solver, control_key, joint
+        )
+        callbacks.on_control(outcome, control_summary)
 
     # -- report
     its = [r.iterations_mean for r in history]
@@ -328,7 +388,13 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
             ),
             "max_relative_deviation": test_metrics["max_relative_deviation"],
         },
-        "combo": {"name": cfg.combo.name, "train": cfg.combo.train, "control": cfg.combo.control},
+        "combo": {
+            "name": cfg.combo.name,
+            "train": cfg.combo.train,
+            "control": cfg.combo.control,
+            "train_grad": solver.grad,
+        },
+        "control": control_summary,
         "metrics": metrics,
         "timing": {
             "train_seconds": train_seconds,
@@ -337,6 +403,7 @@ def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
             "pint_solve_seconds": pint_time,
             "sequential_solve_seconds": seq_time,
             "speedup_vs_sequential": seq_time / pint_time if pint_time > 0 else None,
+            "peak_rss_mb": peak_rss_mb(),
         },
         "epochs_completed": int(state.epoch),
         "devices": info["devices"],

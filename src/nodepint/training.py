@@ -17,7 +17,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from nodepint.config import OptimConfig, TrainConfig
-from nodepint.gradients import pint_solve_implicit
+from nodepint.gradients import observe_dal, pint_solve_dal, pint_solve_implicit
 from nodepint.integrators import Propagator
 from nodepint.mesh import replicate, spmd_axis
 from nodepint.models import NeuralODE, field_function
@@ -50,7 +50,8 @@ class TimeSolver(eqx.Module):
     tau: Float[Array, " chunks+1"]
     ts: Float[Array, " times"]
     # How reverse mode differentiates the solve: "implicit" (adjoint recurrence at the
-    # converged states) or "unroll" (through the recorded iterations).
+    # converged states), "unroll" (through the recorded iterations) or "dal" (continuous
+    # adjoint ODE on every chunk, for the shooting states and the observations).
     grad: str = eqx.field(static=True, default="implicit")
     # "sequential" replaces a batch's PinT states by the sequential solve when any of its
     # solves did not converge; "error" and "warn" are handled by the training loop.
@@ -67,9 +68,14 @@ class TimeSolver(eqx.Module):
         coarse sweep of the current model corrected by the fine-minus-coarse jumps of the
         previous solve (see `jumps_of`); None starts from the plain coarse sweep.
         """
-        z0 = model.encoder(x)
-        guess = None if jumps is None else jax.lax.stop_gradient(self.warm_guess(model, z0, jumps))
-        solve = pint_solve_implicit if self.grad == "implicit" else pint_solve
+        z0 = model.initial_state(x)
+        # The field itself, or for a controlled problem the field driven by x's signal.
+        dynamics = model.dynamics(x, self.tau[0], self.tau[-1])
+        guess = None
+        if jumps is not None:
+            guess = jax.lax.stop_gradient(self.warm_guess(dynamics, z0, jumps))
+        solves = {"implicit": pint_solve_implicit, "dal": pint_solve_dal}
+        solve = solves.get(self.grad, pint_solve)
         sol = solve(
             self.settings,
             self.fine,
@@ -77,26 +83,35 @@ class TimeSolver(eqx.Module):
             field_function,
             z0,
             self.tau,
-            model.field,
+            dynamics,
             key,
             guess,
             kept=kept,
         )
-        return self.decode(model, sol.states), sol
+        return self.decode(model, sol.states, dynamics), sol
 
-    def decode(self, model: NeuralODE, states):
-        zs = observe(
-            self.fine, field_function, states, self.tau, self.ts, model.field, self.settings.mesh
-        )
+    def decode(self, model: NeuralODE, states, dynamics=None):
+        dynamics = model.field if dynamics is None else dynamics
+        if self.grad == "dal":
+            # NOTE: the DAL observation solves are not constrained to the mesh's `time` axis.
+            zs = observe_dal(self.fine, field_function, states, self.tau, self.ts, dynamics)
+        else:
+            zs = observe(
+                self.fine, field_function, states, self.tau, self.ts, dynamics, self.settings.mesh
+            )
         return jax.vmap(model.decoder)(zs)
 
-    def warm_guess(self, model, z0, jumps):
-        return sweep(self.coarse, field_function, z0, self.tau, model.field, jumps)
+    def warm_guess(self, dynamics, z0, jumps):
+        return sweep(self.coarse, field_function, z0, self.tau, dynamics, jumps)
 
-    def jumps_of(self, model, states):
-        """F - G at converged states: U_{n+1} - G(U_n), for the next warm start."""
+    def jumps_of(self, model, states, x=None):
+        """F - G at converged states: U_{n+1} - G(U_n), for the next warm start.
+
+        `x` is the input row, needed for a controlled problem's signal.
+        """
+        dynamics = model.field if x is None else model.dynamics(x, self.tau[0], self.tau[-1])
         coarse_all = jax.vmap(self.coarse, in_axes=(None, 0, 0, 0, None))
-        ends = coarse_all(field_function, states[:-1], self.tau[:-1], self.tau[1:], model.field)
+        ends = coarse_all(field_function, states[:-1], self.tau[:-1], self.tau[1:], dynamics)
         return jax.lax.stop_gradient(states[1:] - ends)
 
     def predict_batch(self, model, inputs, key, jumps=None, kept=None):
@@ -190,7 +205,14 @@ def replica_mean(tree):
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(jnp.mean(x, axis=0), x.shape), tree)
 
 
-def make_steps(solver: TimeSolver, optimizer, task: str, average: str = "gradients") -> Steps:
+def make_steps(
+    solver: TimeSolver,
+    optimizer,
+    task: str,
+    average: str = "gradients",
+    penalty: Callable | None = None,
+    model_of: Callable = lambda trained: trained,
+) -> Steps:
     """Build the jitted training and evaluation steps; count the training step's compilations.
 
     The training step advances every replica at once. Its parameters, optimiser state,
@@ -198,24 +220,29 @@ def make_steps(solver: TimeSolver, optimizer, task: str, average: str = "gradien
     replicas), which is vmapped and sharded over the mesh's `proj` axis. `average` says how
     the replicas are combined: "gradients" averages their gradients before every update;
     "weights" averages the parameters after the update when `sync` is true.
+
+    The trained object may hold more than the model (combo dp_dp trains a control with
+    it): `model_of` picks the model out, and `penalty(trained)` is added to the data
+    misfit. The reported loss is the data misfit alone.
     """
     traces = {"train": 0}
     replica_axis = spmd_axis(solver.settings.mesh, "proj")
 
     def loss_fn(params, static, inputs, targets, mask, jumps, kept, key):
-        model = eqx.combine(params, static)
-        outputs, sol = solver.predict_batch(model, inputs, key, jumps, kept)
+        trained = eqx.combine(params, static)
+        outputs, sol = solver.predict_batch(model_of(trained), inputs, key, jumps, kept)
         loss, accuracy = batch_loss(task, outputs, targets, mask)
-        return loss, (accuracy, sol)
+        total = loss if penalty is None else loss + penalty(trained)
+        return total, (loss, accuracy, sol)
 
     def replica_step(params, static, inputs, targets, mask, jumps, kept, key):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (accuracy, sol)), grads = grad_fn(
+        (_, (loss, accuracy, sol)), grads = grad_fn(
             params, static, inputs, targets, mask, jumps, kept, key
         )
         # Jumps with the parameters that produced the states, before the update.
-        model_before = eqx.combine(params, static)
-        jumps = jax.vmap(lambda u: solver.jumps_of(model_before, u))(sol.states)
+        model_before = model_of(eqx.combine(params, static))
+        jumps = jax.vmap(lambda x, u: solver.jumps_of(model_before, u, x))(inputs, sol.states)
         return grads, jumps, _stats(loss, accuracy, sol)
 
     @eqx.filter_jit
@@ -238,8 +265,8 @@ def make_steps(solver: TimeSolver, optimizer, task: str, average: str = "gradien
         return params, opt_state, jumps, stats
 
     @eqx.filter_jit
-    def evaluate(model, inputs, targets, mask, kept, key):
-        outputs, sol = solver.predict_batch(model, inputs, key, None, kept)
+    def evaluate(trained, inputs, targets, mask, kept, key):
+        outputs, sol = solver.predict_batch(model_of(trained), inputs, key, None, kept)
         loss, accuracy = batch_loss(task, outputs, targets, mask)
         return outputs, _stats(loss, accuracy, sol)
 

@@ -11,7 +11,9 @@ from nodepint.problems.heat import Heat
 from nodepint.problems.kuramoto import Kuramoto
 from nodepint.problems.lorenz import Lorenz
 from nodepint.problems.lotka_volterra import LotkaVolterra
+from nodepint.problems.lotka_volterra_harvest import LotkaVolterraHarvest
 from nodepint.problems.lynx_hare import LynxHare
+from nodepint.problems.pendulum import Pendulum
 from nodepint.problems.sph import SPH
 from nodepint.problems.van_der_pol import VanDerPol
 
@@ -26,6 +28,8 @@ REGISTRY: dict[str, type[Problem]] = {
         Duffing,
         Kuramoto,
         Custom,
+        Pendulum,
+        LotkaVolterraHarvest,
     )
 }
 # Field problems, whose neural ODE works in a reduced basis.

@@ -127,14 +127,56 @@ class Problem(abc.ABC):
         """
         return None
 
+    # -- control hooks; uncontrolled problems keep these defaults
+
+    # Size m of the control input u(t); 0 for an uncontrolled problem.
+    control_size: int = 0
+    # Controlled problems drive every training trajectory with its own random signal,
+    # piecewise constant on this many equal intervals of [t0, t1]. The signal's values
+    # follow the observed initial state in each input row (see `trajectory_dataset`).
+    signal_intervals: int = 0
+
+    def true_controlled_field(self, t, y, u, args):
+        """dy/dt of the true system under control u, in data units (controlled problems)."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+    def control_bound(self) -> float:
+        """Largest |u| allowed; the optimal-control parametrisations keep u inside it."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+    def control_initial_state(self) -> np.ndarray:
+        """Initial state of the optimal-control task, in data units."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+    def running_cost(self, y, u):
+        """L(y, u) of the optimal-control task, y in data units."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
+    def terminal_cost(self, y):
+        """Phi(y(t1)) of the optimal-control task, y in data units."""
+        raise NotImplementedError(f"problem {self.name} has no control input")
+
 
 def reference_solve(
-    field, y0s, ts, args, rtol, atol, solver=None, max_steps=1_000_000, pcoeff=0.0, icoeff=1.0
+    field,
+    y0s,
+    ts,
+    args,
+    rtol,
+    atol,
+    solver=None,
+    max_steps=1_000_000,
+    pcoeff=0.0,
+    icoeff=1.0,
+    jump_ts=None,
+    batched_args=False,
 ):
     """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`.
 
     `pcoeff` and `icoeff` are the PID controller's coefficients; the default (0, 1) is an
-    integral controller.
+    integral controller. `jump_ts` lists times where the field is discontinuous (a
+    piecewise-constant control), so the step controller steps onto them exactly. With
+    `batched_args`, `args` has a leading axis with one entry per initial state.
     """
     solver = solver or diffrax.Dopri8()
     ys, succeeded = _reference_solve(
@@ -148,6 +190,8 @@ def reference_solve(
         max_steps,
         pcoeff,
         icoeff,
+        None if jump_ts is None else jnp.asarray(jump_ts),
+        batched_args,
     )
     failed = int(np.sum(~np.asarray(succeeded)))
     if failed:
@@ -168,8 +212,10 @@ class ReferenceSolveError(RuntimeError):
 # repeated solves of one problem at the same shapes compile once (a Dopri8 solve takes
 # seconds to compile on a CPU).
 @eqx.filter_jit
-def _reference_solve(field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff, icoeff):
-    def one(y0):
+def _reference_solve(
+    field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff, icoeff, jump_ts, batched_args
+):
+    def one(y0, args):
         solution = diffrax.diffeqsolve(
             diffrax.ODETerm(field),
             solver,
@@ -180,14 +226,41 @@ def _reference_solve(field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff
             args=args,
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(
-                rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff
+                rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff, jump_ts=jump_ts
             ),
             max_steps=max_steps,
             throw=False,
         )
         return solution.ys, solution.result == diffrax.RESULTS.successful
 
-    return jax.vmap(one)(y0s)
+    return jax.vmap(one, in_axes=(0, 0 if batched_args else None))(y0s, args)
+
+
+def controlled_reference_solve(field, y0s, signals, ts, args, rtol, atol):
+    """Reference solves of dy/dt = field(t, y, u(t), args), one signal per initial state.
+
+    `signals` (batch, intervals, control) are piecewise constant on equal intervals of
+    [ts[0], ts[-1]]; the interval ends are passed as jump times to the step controller.
+    """
+    t0, t1 = float(ts[0]), float(ts[-1])
+    intervals = signals.shape[1]
+    edges = jnp.linspace(t0, t1, intervals + 1)
+
+    def driven(t, y, packed):
+        values, params = packed
+        index = jnp.clip(jnp.floor((t - t0) / (t1 - t0) * intervals), 0, intervals - 1)
+        return field(t, y, values[index.astype(int)], params)
+
+    return reference_solve(
+        driven,
+        jnp.asarray(y0s),
+        ts,
+        (jnp.asarray(signals), args),
+        rtol,
+        atol,
+        jump_ts=edges[1:-1],
+        batched_args=True,
+    )
 
 
 def split_indices(key: PRNGKeyArray, n: int, val_fraction: float, test_fraction: float):
@@ -210,13 +283,17 @@ def trajectory_dataset(
     ts: np.ndarray,
     cfg: ProblemConfig,
     field: bool = False,
+    signals: np.ndarray | None = None,
 ) -> Dataset:
     """Normalise, add observation noise and split trajectories `clean` (batch, times, state).
 
     The input of each trajectory is its (noisy) observation at the first time. With
     `field`, every coordinate gets the same mean and standard deviation (those of all
     values), so that a field sampled on a grid or on particles stays a field of the same
-    shape and a linear PDE stays linear in the normalised units.
+    shape and a linear PDE stays linear in the normalised units. For a controlled problem,
+    `signals` (batch, intervals, control) holds the piecewise-constant control that drove
+    each trajectory; its values, in control units and not normalised, are appended to the
+    input row.
     """
     noise_key, split_key = jr.split(key)
     clean = np.asarray(clean)
@@ -231,7 +308,11 @@ def trajectory_dataset(
 
     def subset(idx):
         ys = jnp.asarray(noisy[idx])
-        return Split(ys[:, 0, :], ys, jnp.ones(ys.shape[:2]))
+        inputs = ys[:, 0, :]
+        if signals is not None:
+            flat = jnp.asarray(np.asarray(signals)[idx].reshape(len(idx), -1), dtype=ys.dtype)
+            inputs = jnp.concatenate([inputs, flat], axis=1)
+        return Split(inputs, ys, jnp.ones(ys.shape[:2]))
 
     return Dataset(
         subset(train),

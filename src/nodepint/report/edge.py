@@ -20,7 +20,7 @@ from nodepint.config import Config, ConfigError
 from nodepint.pipeline import Evaluation, run
 from nodepint.problems.base import ReferenceSolveError
 from nodepint.report import files
-from nodepint.report.figures import run_figures
+from nodepint.report.figures import control_figure, run_figures
 from nodepint.report.wandb_logger import WandbLogger
 from nodepint.stiffness import step_limit_message
 from nodepint.training import EpochRecord, NonFiniteLossError, PintNotConvergedError, TrainState
@@ -109,6 +109,32 @@ class RunReporter:
             plt.close(fig)
             self.figure_paths.append(path)
         self.wandb.log_images(self.figure_paths)
+
+    def on_control(self, outcome, summary: dict[str, Any]) -> None:
+        log.info(
+            "optimal control (%s, %s): true cost %.4g, reference cost %.4g, gap %.2f%%; "
+            "%d iterations in %.1f s",
+            summary["method"],
+            summary["parametrisation"],
+            summary["true_cost"],
+            summary["reference_cost"],
+            100.0 * summary["gap"],
+            summary["iterations"],
+            summary["seconds"],
+        )
+        path = self.run_dir / "control.png"
+        fig = control_figure(outcome)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        self.figure_paths.append(path)
+        numbers = {
+            f"control/{key}": value
+            for key, value in summary.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+        # Logged at the last training epoch's step, because W&B steps must not decrease.
+        self.wandb.log(numbers, step=max(len(self.history), 0))
+        self.wandb.log_images([path])
 
     # -- progress bar
     def _advance(self, record: EpochRecord, total: int) -> None:

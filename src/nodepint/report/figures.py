@@ -163,6 +163,49 @@ def heat_field_figure(ev: Evaluation) -> Figure:
     fig.colorbar(image, ax=axes[2])
     axes[0].set_ylabel("t")
     fig.suptitle(f"{ev.problem}: first test trajectory, u(t, x)")
+
+
+def control_figure(outcome) -> Figure:
+    """Controlled trajectories (u* on the learned model and on the true system, u_ref on
+    the true system) in data units, and the control signals, from a `ControlOutcome`."""
+    outputs = outcome.true.shape[-1]
+    controls = outcome.control.shape[-1]
+    names = outcome.output_names or tuple(f"y{i}" for i in range(outputs))
+    rows = outputs + controls
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.2 * rows), sharex=True, squeeze=False)
+    for i in range(outputs):
+        ax = axes[i, 0]
+        ax.plot(outcome.ts, outcome.learned[:, i], label="u* on learned model", color="tab:blue")
+        ax.plot(
+            outcome.ts,
+            outcome.true[:, i],
+            label="u* on true system",
+            color="tab:orange",
+            linestyle="--",
+        )
+        ax.plot(
+            outcome.ts,
+            outcome.reference[:, i],
+            label="u_ref on true system",
+            color="gray",
+            linestyle=":",
+        )
+        ax.set_ylabel(names[i])
+    for j in range(controls):
+        ax = axes[outputs + j, 0]
+        ax.plot(outcome.ts, outcome.control[:, j], label="u* (learned model)", color="tab:blue")
+        ax.plot(
+            outcome.ts,
+            outcome.reference_control[:, j],
+            label="u_ref (true system)",
+            color="gray",
+            linestyle=":",
+        )
+        ax.set_ylabel(f"u{j}" if controls > 1 else "u")
+        ax.legend(loc="best", fontsize=8)
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("t")
+    fig.suptitle(f"{outcome.problem}: optimal control")
     fig.tight_layout()
     return fig
 
