@@ -36,7 +36,11 @@ def _check_completed(summary: dict) -> None:
     assert summary["pint"]["max_relative_deviation"] <= 1e-5
 
 
-@pytest.mark.parametrize("problem", ["lorenz", "lotka_volterra"])
+# The lotka_volterra sweep repeats the lorenz one on a second problem; at about two minutes
+# it runs with `make test-slow`, keeping the default suite within its time budget.
+@pytest.mark.parametrize(
+    "problem", ["lorenz", pytest.param("lotka_volterra", marks=pytest.mark.slow)]
+)
 def test_smoke_sweep_every_strategy(tmp_path, problem):
     result = _run(
         "-m",

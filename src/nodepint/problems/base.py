@@ -169,14 +169,14 @@ def reference_solve(
     pcoeff=0.0,
     icoeff=1.0,
     jump_ts=None,
-    batched_args=False,
+    args_axes=None,
 ):
     """High-accuracy adaptive solve from each initial state in `y0s`, saved at `ts`.
 
     `pcoeff` and `icoeff` are the PID controller's coefficients; the default (0, 1) is an
     integral controller. `jump_ts` lists times where the field is discontinuous (a
-    piecewise-constant control), so the step controller steps onto them exactly. With
-    `batched_args`, `args` has a leading axis with one entry per initial state.
+    piecewise-constant control), so the step controller steps onto them exactly.
+    `args_axes` is the vmap axis spec of `args` over the initial states (None: shared).
     """
     solver = solver or diffrax.Dopri8()
     ys, succeeded = _reference_solve(
@@ -191,7 +191,7 @@ def reference_solve(
         pcoeff,
         icoeff,
         None if jump_ts is None else jnp.asarray(jump_ts),
-        batched_args,
+        args_axes,
     )
     failed = int(np.sum(~np.asarray(succeeded)))
     if failed:
@@ -213,7 +213,7 @@ class ReferenceSolveError(RuntimeError):
 # seconds to compile on a CPU).
 @eqx.filter_jit
 def _reference_solve(
-    field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff, icoeff, jump_ts, batched_args
+    field, y0s, ts, args, rtol, atol, solver, max_steps, pcoeff, icoeff, jump_ts, args_axes
 ):
     def one(y0, args):
         solution = diffrax.diffeqsolve(
@@ -233,7 +233,7 @@ def _reference_solve(
         )
         return solution.ys, solution.result == diffrax.RESULTS.successful
 
-    return jax.vmap(one, in_axes=(0, 0 if batched_args else None))(y0s, args)
+    return jax.vmap(one, in_axes=(0, args_axes))(y0s, args)
 
 
 def controlled_reference_solve(field, y0s, signals, ts, args, rtol, atol):
@@ -259,7 +259,7 @@ def controlled_reference_solve(field, y0s, signals, ts, args, rtol, atol):
         rtol,
         atol,
         jump_ts=edges[1:-1],
-        batched_args=True,
+        args_axes=(0, None),
     )
 
 
@@ -282,8 +282,8 @@ def trajectory_dataset(
     clean: np.ndarray,
     ts: np.ndarray,
     cfg: ProblemConfig,
-    field: bool = False,
     signals: np.ndarray | None = None,
+    field: bool = False,
 ) -> Dataset:
     """Normalise, add observation noise and split trajectories `clean` (batch, times, state).
 
