@@ -31,14 +31,14 @@ def _losses(run_dir):
     return np.array([[r["train_loss"], r["val_loss"]] for r in map(json.loads, lines)])
 
 
-def test_replica_mean_averages_the_leading_axis():
+def test_replica_mean_averages_leading_axis():
     tree = {"w": jnp.arange(6.0).reshape(3, 2), "b": None}
     mean = replica_mean(tree)
     np.testing.assert_array_equal(mean["w"], np.tile([2.0, 3.0], (3, 1)))
     assert mean["b"] is None
 
 
-def test_mesh_needing_more_devices_names_the_flag():
+def test_mesh_too_large_names_flag():
     with pytest.raises(ConfigError, match="xla_force_host_platform_device_count=64"):
         make_mesh(data=4, proj=4, time=4)
     assert make_mesh(1, 1, 1) is None
@@ -59,7 +59,7 @@ REPLICAS = [
 ]
 
 
-def test_eight_devices_reproduce_one_device_and_compile_once(tmp_path):
+def test_eight_devices_match_one_device(tmp_path):
     one = _run(*REPLICAS, f"hydra.run.dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-2000:]
     eight = _run(
@@ -114,7 +114,7 @@ SHARDING_CHECK = textwrap.dedent(
 )
 
 
-def test_chunk_axis_is_sharded_over_time():
+def test_chunk_axis_sharded_over_time():
     result = subprocess.run(
         [sys.executable, "-c", SHARDING_CHECK],
         capture_output=True,

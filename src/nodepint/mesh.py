@@ -42,6 +42,7 @@ def make_mesh(data: int = 1, proj: int = 1, time: int = 1) -> Mesh | None:
 
 
 def mesh_from_config(cfg: MeshConfig) -> Mesh | None:
+    """Build the run's mesh from the `mesh` config group (None for a single device)."""
     return make_mesh(cfg.data, cfg.proj, cfg.time)
 
 
