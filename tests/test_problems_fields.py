@@ -320,3 +320,24 @@ def test_projection_encoder_checks_problem():
     with pytest.raises(ConfigError, match="model.latent_size=65"):
         _problem("heat").check_reduced_basis(65)
     _problem("heat").check_reduced_basis(64)
+
+
+def test_field_figures_return_figures():
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from nodepint.report.figures import heat_field_figure, particle_velocity_figure
+
+    targets = np.random.default_rng(0).normal(size=(2, 5, 8))
+    dataset = SimpleNamespace(
+        mean=np.zeros(8), std=np.ones(8), test=SimpleNamespace(targets=targets)
+    )
+    ev = SimpleNamespace(
+        problem="heat", dataset=dataset, pint_outputs=targets + 0.1, ts=np.linspace(0, 1, 5)
+    )
+    for make in (heat_field_figure, particle_velocity_figure):
+        fig = make(ev)
+        assert isinstance(fig, Figure)
+        plt.close(fig)

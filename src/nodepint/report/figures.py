@@ -163,6 +163,8 @@ def heat_field_figure(ev: Evaluation) -> Figure:
     fig.colorbar(image, ax=axes[2])
     axes[0].set_ylabel("t")
     fig.suptitle(f"{ev.problem}: first test trajectory, u(t, x)")
+    fig.tight_layout()
+    return fig
 
 
 def control_figure(outcome) -> Figure:
