@@ -160,7 +160,7 @@ class PintConfig:
     on_fail: str = "warn"
     # Level-2 parallelism: independent replicas of the training, each with its own random
     # directions and its own batches, solved in parallel (vmapped, sharded over mesh.proj)
-    # and combined as train.average says. Needs a random basis (random1d or growing).
+    # and combined as train.average sets. Needs a random basis (random1d or growing).
     replicas: int = 1
 
 

@@ -1,10 +1,10 @@
 """The device mesh: axes `data` (the batch), `proj` (level-2 replicas) and `time` (chunks).
 
 A run on one device builds no mesh and places nothing. With a mesh, the solver constrains
-the chunk axis of every fine solve to the `time` axis, and the vmaps over the batch and
-the replicas name `data` and `proj` as their SPMD axes, so that XLA partitions the whole
-training step. On a CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=N` (set before
-JAX starts) gives N devices for tests.
+the chunk axis of every fine solve to the `time` axis. The vmaps over the batch and the
+replicas name `data` and `proj` as their SPMD axes, so XLA partitions the whole step.
+On a CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=N` (set before JAX starts)
+gives N devices for tests.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def start_distributed(cfg: MeshConfig) -> None:
 
 
 def make_mesh(data: int = 1, proj: int = 1, time: int = 1) -> Mesh | None:
-    """A mesh of data x proj x time devices, or None for a single device."""
+    """Build a mesh of data x proj x time devices, or return None for a single device."""
     needed = data * proj * time
     if needed == 1:
         return None
@@ -70,7 +70,7 @@ def replicate(tree, mesh: Mesh | None):
 
 
 def spmd_axis(mesh: Mesh | None, axis: str) -> str | None:
-    """The `spmd_axis_name` for a vmap over an axis sharded on `axis`, or None."""
+    """Return the `spmd_axis_name` for a vmap over an axis sharded on `axis`, or None."""
     if mesh is None or mesh.shape[axis] == 1:
         return None
     return axis

@@ -75,7 +75,7 @@ class Callbacks(Protocol):
 
 
 def solver_for(cfg: Config, ts: np.ndarray, mesh=None) -> TimeSolver:
-    """The PinT solver of the run, over the problem's time span, sharded over `mesh`."""
+    """Build the PinT solver of the run over the problem's time span, sharded over `mesh`."""
     chunks = cfg.pint.chunks
     settings = PintSettings(
         method=cfg.pint.method,

@@ -217,7 +217,7 @@ def make_steps(
 
     The training step advances every replica at once. Its parameters, optimiser state,
     batch, warm-start jumps and key carry a leading replica axis (of size 1 without
-    replicas), which is vmapped and sharded over the mesh's `proj` axis. `average` says how
+    replicas), which is vmapped and sharded over the mesh's `proj` axis. `average` sets how
     the replicas are combined: "gradients" averages their gradients before every update;
     "weights" averages the parameters after the update when `sync` is true.
 
@@ -314,7 +314,7 @@ class EpochRecord(NamedTuple):
 def init_train_state(
     model, optimizer, train: Split, chunks: int, size: int, kept, replicas: int = 1
 ) -> TrainState:
-    """Every replica starts from the same parameters, with its own optimiser state."""
+    """Start every replica from the same parameters, each with its own optimiser state."""
     params = eqx.filter(model, eqx.is_inexact_array)
     stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (replicas, *x.shape)), params)
     jumps = jnp.zeros((replicas, train.inputs.shape[0], chunks, size), dtype=train.inputs.dtype)
