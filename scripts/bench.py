@@ -53,7 +53,7 @@ from nodepint.config import (  # noqa: E402
     SolverConfig,
     TrainConfig,
 )
-from nodepint.gradients import pint_solve_implicit  # noqa: E402
+from nodepint.gradients import pint_solve_dal, pint_solve_implicit  # noqa: E402
 from nodepint.integrators import chunk_boundaries, make_propagators  # noqa: E402
 from nodepint.mesh import make_mesh  # noqa: E402
 from nodepint.models import NeuralODE, build_model, field_function  # noqa: E402
@@ -68,12 +68,6 @@ from nodepint.training import (  # noqa: E402
     make_steps,
     train_epoch,
 )
-
-try:
-    from nodepint.gradients import pint_solve_dal  # noqa: E402
-except ImportError:
-    # NOTE: DAL lives on another branch until it is merged; its B2 row reads "not measured".
-    pint_solve_dal = None
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench-cache"
@@ -638,9 +632,8 @@ def gradient_case(field, y0, best: dict, sizes: Sizes, log) -> tuple[list[dict],
         ("diffrax RecursiveCheckpointAdjoint", diffrax_loss),
         ("nodepint DP-unroll", pint_loss(pint_solve, loop="checkpointed")),
         ("nodepint DP-implicit", pint_loss(pint_solve_implicit)),
+        ("nodepint DAL", pint_loss(pint_solve_dal)),
     ]
-    if pint_solve_dal is not None:
-        methods.append(("nodepint DAL", pint_loss(pint_solve_dal)))
 
     reference_grad, base = None, None
     for name, loss in methods:
@@ -665,8 +658,6 @@ def gradient_case(field, y0, best: dict, sizes: Sizes, log) -> tuple[list[dict],
             f"B2 {name}: {seconds * 1e3:.1f} ms, x{r['speedup_vs_diffrax']:.2f}, "
             f"gradient deviation {r['gradient_max_relative_deviation']:.2e}"
         )
-    if pint_solve_dal is None:
-        rows.append(not_measured("B2", "nodepint DAL", "nodepint.gradients has no pint_solve_dal"))
     pint_rows = [r for r in rows if r.get("preset") and "seconds" in r]
     return rows, min(pint_rows, key=lambda r: r["seconds"])
 

@@ -41,6 +41,23 @@ def _all_converged(sol: PintSolution):
     return jnp.min(flags) > 0.5
 
 
+def boundary_index(tau, ts) -> tuple[int, ...] | None:
+    """The index in `tau` of every time in `ts`, or None if some time is not in `tau`.
+
+    Times match when they differ by at most 1e-12 of the span. Traced arrays (a solver built
+    inside a transformation) give None, which keeps the general observation solve.
+    """
+    if isinstance(tau, jax.core.Tracer) or isinstance(ts, jax.core.Tracer):
+        return None
+    tau, ts = np.asarray(tau, dtype=float), np.asarray(ts, dtype=float)
+    if tau.ndim != 1 or ts.ndim != 1 or tau.size < 2:
+        return None
+    nearest = np.abs(ts[:, None] - tau[None, :]).argmin(axis=1)
+    if np.all(np.abs(tau[nearest] - ts) <= 1e-12 * abs(tau[-1] - tau[0])):
+        return tuple(int(i) for i in nearest)
+    return None
+
+
 class TimeSolver(eqx.Module):
     """Everything needed to evolve encoded states over the observation times."""
 
@@ -56,6 +73,15 @@ class TimeSolver(eqx.Module):
     # "sequential" replaces a batch's PinT states by the sequential solve when any of its
     # solves did not converge; "error" and "warn" are handled by the training loop.
     on_fail: str = eqx.field(static=True, default="warn")
+    # Whether `decode` reads the shooting states, instead of solving every chunk again, when
+    # every observation time is a chunk boundary (False forces the observation solve).
+    read_boundaries: bool = eqx.field(static=True, default=True)
+    # The index in `tau` of each observation time, or None. Set by __post_init__, so that
+    # `dataclasses.replace(solver, ts=...)` recomputes it.
+    boundary_index: tuple[int, ...] | None = eqx.field(static=True, default=None)
+
+    def __post_init__(self):
+        self.boundary_index = boundary_index(self.tau, self.ts) if self.read_boundaries else None
 
     def with_method(self, method: str, basis: str = "none") -> TimeSolver:
         settings = dataclasses.replace(self.settings, method=method, basis=basis, scan="sequential")
@@ -73,7 +99,14 @@ class TimeSolver(eqx.Module):
         dynamics = model.dynamics(x, self.tau[0], self.tau[-1])
         guess = None
         if jumps is not None:
-            guess = jax.lax.stop_gradient(self.warm_guess(dynamics, z0, jumps))
+            guess = self.warm_guess(dynamics, z0, jax.lax.stop_gradient(jumps))
+            if self.grad != "unroll":
+                guess = jax.lax.stop_gradient(guess)
+            # NOTE: unroll differentiates the iterations that ran, starting from this guess
+            # (the current model's coarse sweep plus the previous solve's constant jumps).
+            # A warm start that already meets the tolerance makes no correction, so the
+            # gradient is the coarse sweep's: exact only to the coarse propagator's
+            # accuracy. Stopping the gradient here instead would make it zero.
         solves = {"implicit": pint_solve_implicit, "dal": pint_solve_dal}
         solve = solves.get(self.grad, pint_solve)
         sol = solve(
@@ -92,7 +125,12 @@ class TimeSolver(eqx.Module):
 
     def decode(self, model: NeuralODE, states, dynamics=None):
         dynamics = model.field if dynamics is None else dynamics
-        if self.grad == "dal":
+        if self.boundary_index is not None:
+            # The converged shooting states are the trajectory at the boundaries, to the PinT
+            # tolerance; their gradient comes from the solve's own (implicit, unrolled or
+            # DAL) reverse pass.
+            zs = states[np.asarray(self.boundary_index)]
+        elif self.grad == "dal":
             # NOTE: the DAL observation solves are not constrained to the mesh's `time` axis.
             zs = observe_dal(self.fine, field_function, states, self.tau, self.ts, dynamics)
         else:
