@@ -4,10 +4,11 @@
     python scripts/control_table.py multiruns/<date>/<time>
 
 Each argument is a multirun folder (one row per job, in job order) or a single run
-directory (one row). The peak-memory column is the process's resident-set high-water
-mark (getrusage) when the run finished. Hydra's basic launcher runs a multirun's jobs one
-after the other in one process, so there each value includes the jobs before it. Single
-runs in their own processes give each run's own peak.
+directory (one row). The peak-memory column is `timing.peak_rss_mb`: the resident-set
+high-water mark (VmHWM) from the start of the run to its end. Hydra's basic launcher runs
+a multirun's jobs one after the other in one process; the pipeline resets the mark when a
+job starts, but memory that the process still holds from earlier jobs counts in the later
+ones.
 """
 
 from __future__ import annotations

@@ -187,7 +187,9 @@ def test_grad_mode_accepts_dal_and_rejects_unknown():
         validate(cfg)
 
 
-@pytest.mark.parametrize("grad", ["implicit", "dal"])
+# The implicit case runs with the slow tests to keep the default suite short; DAL's
+# observation adjoint is the path that the shortcut bypasses, so it stays in the default run.
+@pytest.mark.parametrize("grad", [pytest.param("implicit", marks=pytest.mark.slow), "dal"])
 def test_observations_on_chunk_boundaries_read_the_shooting_states(grad):
     # With every observation time on a chunk boundary, decode reads the converged shooting
     # states instead of solving every chunk again. Values and gradients must match the

@@ -11,6 +11,7 @@ import dataclasses
 import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import equinox as eqx
@@ -119,12 +120,32 @@ def relative_deviation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.max(np.abs(a - b), axis=axes) / scale))
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (getrusage's ru_maxrss).
+def reset_peak_rss() -> None:
+    """Restart the process's peak-memory count, where Linux allows it.
 
-    A high-water mark of the whole process: in a Hydra multirun, which runs its jobs one
-    after the other in one process, it includes the jobs before this one.
+    Writing 5 to /proc/self/clear_refs resets VmHWM (Linux 4.0 and later), so that each job
+    of a Hydra multirun, which runs its jobs one after the other in one process, reports its
+    own peak. Elsewhere this does nothing and the peak is the process's.
     """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory in MiB since the last `reset_peak_rss` (or process start).
+
+    Read from VmHWM in /proc/self/status; where that file is missing, getrusage's
+    ru_maxrss, the whole process's peak. Memory that the process still holds from an
+    earlier job of a multirun counts in the next job's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     # Linux reports ru_maxrss in KiB (macOS in bytes; nodepint is run on Linux).
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -249,6 +270,7 @@ def evaluate(problem, data, model, solver, steps, kept, key) -> tuple[Evaluation
 def run(cfg: Config, callbacks: Callbacks) -> dict[str, Any]:
     """Build, train and evaluate; return the summary (without status, which the edge adds)."""
     run_start = time.perf_counter()
+    reset_peak_rss()
 
     # -- build
     problem, data, model, solver, info = build(cfg)
