@@ -305,3 +305,20 @@ def test_control_combo_on_lorenz_fails_cleanly(tmp_path):
     assert "Traceback" not in result.stderr
     assert "combo=dal_dp" in result.stderr
     assert "problem=lorenz" in result.stderr
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(), reason="resetting VmHWM needs Linux /proc"
+)
+def test_peak_memory_restarts_when_a_run_starts():
+    # Each job of a multirun reports its own peak: the reset drops the high-water mark of a
+    # freed 256 MiB block (numpy maps blocks this large, so freeing returns them at once).
+    import numpy as np
+
+    from nodepint.pipeline import peak_rss_mb, reset_peak_rss
+
+    block = np.ones(256 * 2**20 // 8)
+    high = peak_rss_mb()
+    del block
+    reset_peak_rss()
+    assert peak_rss_mb() < high - 128
