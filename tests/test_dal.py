@@ -202,7 +202,8 @@ def test_observations_on_chunk_boundaries_read_the_shooting_states(grad):
     reading = dataclasses.replace(base, ts=base.tau, grad=grad)
     solving = dataclasses.replace(reading, read_boundaries=False)
     assert reading.boundary_index == (0, 1, 2, 3, 4)
-    assert solving.boundary_index is None and base.boundary_index is None
+    assert solving.boundary_index is None
+    assert base.boundary_index is None
 
     def value_and_grad(solver):
         def loss(p):
@@ -220,8 +221,8 @@ def test_observations_on_chunk_boundaries_read_the_shooting_states(grad):
 def test_unroll_gradient_flows_through_a_warm_start():
     # A warm start from the converged jumps meets the tolerance with no correction, so the
     # unrolled gradient is the derivative of the guess, the coarse sweep plus constant jumps.
-    # With the coarse propagator equal to the fine one that derivative is the exact one, so
-    # unroll must match implicit to rounding (1e-9); a guess cut off from the gradient gives 0.
+    # With the coarse propagator equal to the fine one, that derivative is the exact one, so
+    # unroll must match implicit to rounding (1e-9). A guess cut off from the gradient gives 0.
     params, static = eqx.partition(_model(), eqx.is_inexact_array)
     x = jnp.array([0.5, -0.3, 0.8])
     base = _time_solver("parareal", "none", "sequential")

@@ -137,7 +137,7 @@ def peak_rss_mb() -> float:
     """Peak resident memory in MiB since the last `reset_peak_rss` (or process start).
 
     Read from VmHWM in /proc/self/status; where that file is missing, getrusage's
-    ru_maxrss, the whole process's peak. Memory that the process still holds from an
+    ru_maxrss, the whole process's peak. Memory that the process still keeps from an
     earlier job of a multirun counts in the next job's peak.
     """
     try:

@@ -42,7 +42,7 @@ def _all_converged(sol: PintSolution):
 
 
 def boundary_index(tau, ts) -> tuple[int, ...] | None:
-    """The index in `tau` of every time in `ts`, or None if some time is not in `tau`.
+    """Find the index in `tau` of every time in `ts`; return None if some time is not in `tau`.
 
     Times match when they differ by at most 1e-12 of the span. Traced arrays (a solver built
     inside a transformation) give None, which keeps the general observation solve.
@@ -127,8 +127,8 @@ class TimeSolver(eqx.Module):
         dynamics = model.field if dynamics is None else dynamics
         if self.boundary_index is not None:
             # The converged shooting states are the trajectory at the boundaries, to the PinT
-            # tolerance; their gradient comes from the solve's own (implicit, unrolled or
-            # DAL) reverse pass.
+            # tolerance. Their gradient comes from the solve's own reverse pass (implicit,
+            # unrolled or DAL).
             zs = states[np.asarray(self.boundary_index)]
         elif self.grad == "dal":
             # NOTE: the DAL observation solves are not constrained to the mesh's `time` axis.
