@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -60,7 +59,7 @@ from nodepint.models import NeuralODE, build_model, field_function  # noqa: E402
 from nodepint.pint import PintSettings, pint_solve  # noqa: E402
 from nodepint.pint.bases import grow_basis  # noqa: E402
 from nodepint.pint.solve import _correct, sweep  # noqa: E402
-from nodepint.pipeline import build, relative_deviation, solver_for  # noqa: E402
+from nodepint.pipeline import build, peak_rss_mb, relative_deviation, solver_for  # noqa: E402
 from nodepint.training import (  # noqa: E402
     Steps,
     init_train_state,
@@ -189,16 +188,10 @@ def tree_relative_deviation(tree, reference) -> float:
 def peak_rss_mib() -> float:
     """Return the peak resident memory of this process so far, in MiB.
 
-    Reads VmHWM from /proc/self/status where it exists, because `ru_maxrss` keeps the
-    parent's peak across `exec`, which would be wrong for the B5 subprocess.
+    `peak_rss_mb` reads VmHWM, not `ru_maxrss`, which keeps the parent's peak across `exec`
+    and so would be wrong for the B5 subprocess. The bench never resets the mark.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_mb()
 
 
 def replace_section(text: str, section: str) -> str:

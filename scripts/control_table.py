@@ -6,9 +6,8 @@
 Each argument is a multirun folder (one row per job, in job order) or a single run
 directory (one row). The peak-memory column is `timing.peak_rss_mb`: the resident-set
 high-water mark (VmHWM) from the start of the run to its end. Hydra's basic launcher runs
-a multirun's jobs one after the other in one process; the pipeline resets the mark when a
-job starts, but memory that the process still keeps from earlier jobs counts in the later
-ones.
+a multirun's jobs one after the other in one process. The pipeline resets the mark when a
+job starts, but memory that the process still keeps from earlier jobs counts in later ones.
 """
 
 from __future__ import annotations
