@@ -125,7 +125,7 @@ class Sizes:
     train_chunks: int = 32
     train_max_epochs: int = 30
     target_val_loss: float = 0.9
-    # The presets trained in B4; the ratio takes the first to reach the target. The level-2
+    # The presets trained in B4. The ratio takes the first to reach the target. The level-2
     # presets and jacobi take 20 to 32 corrections per warm-started lorenz solve at 32
     # chunks (the table in docs/pint.md), so they cannot win on time here.
     train_presets: tuple[str, ...] = ("parareal", "newton")

@@ -187,10 +187,10 @@ def test_grad_mode_accepts_dal_and_rejects_unknown():
         validate(cfg)
 
 
-# The implicit case runs with the slow tests to keep the default suite short; DAL's
+# The implicit case runs with the slow tests to keep the default suite short. DAL's
 # observation adjoint is the path that the shortcut bypasses, so it stays in the default run.
 @pytest.mark.parametrize("grad", [pytest.param("implicit", marks=pytest.mark.slow), "dal"])
-def test_observations_on_chunk_boundaries_read_the_shooting_states(grad):
+def test_boundary_observations_read_states(grad):
     # With every observation time on a chunk boundary, decode reads the converged shooting
     # states instead of solving every chunk again. Values and gradients must match the
     # observation solve to the PinT tolerance (1e-12 on the defect); 1e-9 leaves room for
@@ -218,7 +218,7 @@ def test_observations_on_chunk_boundaries_read_the_shooting_states(grad):
     assert _relative(_flat(grad_read), _flat(grad_solved)) <= 1e-9
 
 
-def test_unroll_gradient_flows_through_a_warm_start():
+def test_unroll_gradient_through_warm_start():
     # A warm start from the converged jumps meets the tolerance with no correction, so the
     # unrolled gradient is the derivative of the guess, the coarse sweep plus constant jumps.
     # With the coarse propagator equal to the fine one, that derivative is the exact one, so

@@ -317,7 +317,7 @@ def test_control_combo_on_lorenz_fails_cleanly(tmp_path):
 @pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="resetting VmHWM needs Linux /proc"
 )
-def test_peak_memory_restarts_when_a_run_starts():
+def test_peak_memory_resets_per_run():
     # Each job of a multirun reports its own peak: the reset drops the high-water mark of a
     # freed 256 MiB block (numpy maps blocks this large, so freeing returns them at once).
     import numpy as np

@@ -42,7 +42,7 @@ def _all_converged(sol: PintSolution):
 
 
 def boundary_index(tau, ts) -> tuple[int, ...] | None:
-    """Find the index in `tau` of every time in `ts`; return None if some time is not in `tau`.
+    """Find the index in `tau` of every time in `ts`, or return None if one is not in `tau`.
 
     Times match when they differ by at most 1e-12 of the span. Traced arrays (a solver built
     inside a transformation) give None, which keeps the general observation solve.
